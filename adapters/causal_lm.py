@@ -1,0 +1,155 @@
+"""Decoder-only language models (causal LMs, and the same trunks under sequence-classification
+heads): where the decoder layers live, and SAELens / sparsify hook names on them.
+
+Names accepted (``L`` may be negative, Python-style):
+``blocks.L.hook_resid_pre`` (input of decoder layer L), ``blocks.L.hook_resid_post`` (its output),
+``blocks.L.hook_mlp_out``, ``blocks.L.hook_attn_out``, sparsify's ``layers.L`` (paths under the base
+model), and any plain module path.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+from saesteer.adapters.base import Adapter, HookPoint
+from saesteer.errors import HookError
+
+_SAELENS = re.compile(r"^blocks\.(-?\d+)\.(hook_resid_pre|hook_resid_post|hook_mlp_out|hook_attn_out)$")
+
+
+@dataclass(frozen=True)
+class DecoderLayout:
+    """Module paths under the base model: the layer list, and inside a layer the MLP and attention."""
+
+    layers: str = "layers"
+    mlp: str = "mlp"
+    attn: str = "self_attn"
+
+
+LAYOUTS: dict[str, DecoderLayout] = {
+    "llama": DecoderLayout(),
+    "mistral": DecoderLayout(),
+    "mixtral": DecoderLayout(mlp="block_sparse_moe"),
+    "qwen2": DecoderLayout(),
+    "qwen3": DecoderLayout(),
+    "gemma": DecoderLayout(),
+    "gemma2": DecoderLayout(),
+    "gemma3_text": DecoderLayout(),
+    "gemma3": DecoderLayout(layers="language_model.layers"),
+    "phi3": DecoderLayout(),
+    "olmo2": DecoderLayout(),
+    "gpt2": DecoderLayout(layers="h", attn="attn"),
+    "gpt_neox": DecoderLayout(attn="attention"),
+}
+
+
+class DecoderAdapter(Adapter):
+    """One adapter for every decoder-only trunk listed in :data:`LAYOUTS`."""
+
+    model_types = tuple(LAYOUTS)
+
+    def layout(self, model: nn.Module) -> DecoderLayout:
+        mt = getattr(getattr(model, "config", None), "model_type", None)
+        return LAYOUTS.get(mt, DecoderLayout())
+
+    def layers(self, model: nn.Module) -> tuple[str, nn.ModuleList]:
+        """The decoder layer list and its path from the top model."""
+        lay = self.layout(model)
+        for root in (self.base(model), model):
+            try:
+                mods = root.get_submodule(lay.layers)
+            except AttributeError:
+                continue
+            if isinstance(mods, nn.ModuleList):
+                for n, m in model.named_modules():
+                    if m is mods:
+                        return n, mods
+        raise HookError(f"cannot find the decoder layers ({lay.layers!r}) of {type(model).__name__}")
+
+    def width(self, model: nn.Module) -> int | None:
+        cfg = getattr(model, "config", None)
+        if cfg is None:
+            return None
+        text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        return getattr(text, "hidden_size", None)
+
+    def resolve_named(self, model: nn.Module, name: str) -> HookPoint | None:
+        m = _SAELENS.match(name)
+        if not m:
+            return None
+        path, layers = self.layers(model)
+        n = len(layers)
+        L = int(m.group(1))
+        if not -n <= L < n:
+            raise HookError(f"{name!r}: layer {L} is past the last layer (the model has {n}: 0..{n - 1})")
+        L %= n
+        kind = m.group(2)
+        lay = self.layout(model)
+        layer = layers[L]
+        canon = f"blocks.{L}.{kind}"
+        width = self.width(model)
+        if kind in ("hook_resid_pre", "hook_resid_post"):
+            io = "input" if kind == "hook_resid_pre" else "output"
+            return HookPoint(canon, f"{path}.{L}", layer, io=io, width=width)
+        sub = lay.mlp if kind == "hook_mlp_out" else lay.attn
+        try:
+            mod = layer.get_submodule(sub)
+        except AttributeError:
+            raise HookError(f"{name!r}: layer {L} has no '{sub}' module") from None
+        return HookPoint(canon, f"{path}.{L}.{sub}", mod, io="output", width=width)
+
+    def resolve(self, model: nn.Module, name: str) -> HookPoint:
+        """As :meth:`Adapter.resolve`; a module path that is a layer, its MLP or its attention
+        (sparsify's ``layers.L`` too) comes back under its SAELens name, so the forms agree."""
+        point = super().resolve(model, name)
+        if _SAELENS.match(point.name):
+            return point
+        try:
+            _, layers = self.layers(model)
+        except HookError:
+            return point
+        lay = self.layout(model)
+        for L, layer in enumerate(layers):
+            for kind, mod in (("hook_resid_post", layer), ("hook_mlp_out", _sub(layer, lay.mlp)),
+                              ("hook_attn_out", _sub(layer, lay.attn))):
+                if mod is point.module:
+                    return self.resolve_named(model, f"blocks.{L}.{kind}")  # type: ignore[return-value]
+        return point
+
+    def hook_names(self, model: nn.Module) -> list[str]:
+        try:
+            _, layers = self.layers(model)
+        except HookError:
+            return []
+        n = len(layers)
+        return [f"blocks.{L}.{k}" for L in range(n) for k in ("hook_resid_pre", "hook_resid_post")] + [
+            f"blocks.{{0..{n - 1}}}.hook_mlp_out",
+            f"blocks.{{0..{n - 1}}}.hook_attn_out",
+            f"{self.layout(model).layers}.{{0..{n - 1}}} (sparsify)",
+        ]
+
+    def describe(self, model: nn.Module) -> str:
+        try:
+            _, layers = self.layers(model)
+        except HookError:
+            return super().describe(model)
+        n = len(layers)
+        lay = self.layout(model)
+        return (
+            f"blocks.L.hook_resid_pre, blocks.L.hook_resid_post, blocks.L.hook_mlp_out, "
+            f"blocks.L.hook_attn_out for L in 0..{n - 1}; sparsify names {lay.layers}.L; "
+            f"or a module path such as {lay.layers}.0.{lay.mlp}"
+        )
+
+    def default_hook(self, model: nn.Module, layer: int) -> str:
+        return f"blocks.{layer}.hook_resid_post"
+
+
+def _sub(module: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return module.get_submodule(path)
+    except AttributeError:
+        return None

@@ -1,0 +1,22 @@
+"""saesteer: put trained sparse autoencoders inside the models you already run.
+
+>>> import saesteer
+>>> model = saesteer.wrap(hf_causal_lm, sae="path/or/hub-id", layer=12)
+>>> out = model.generate(**inputs, edits={1234: 8.0})      # clamp feature 1234 to 8.0
+"""
+
+from saesteer.edits import Add, Clamp, Edit, EditSet, Erase, Scale, Steer
+from saesteer.errors import EditError, HookError, HubUnavailableError, SAEFormatError, SaesteerError
+from saesteer.features import FeatureActivations
+from saesteer.positions import Positions
+from saesteer.sae import SAE, SAEConfig, load_sae, save_sae
+from saesteer.wrap import SteeredModel, wrap
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SAE", "SAEConfig", "load_sae", "save_sae",
+    "wrap", "SteeredModel", "FeatureActivations",
+    "Edit", "Clamp", "Erase", "Scale", "Add", "Steer", "EditSet", "Positions",
+    "SaesteerError", "SAEFormatError", "HookError", "EditError", "HubUnavailableError",
+]

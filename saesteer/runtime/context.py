@@ -1,0 +1,133 @@
+"""Per-call state, kept in a ``contextvars.ContextVar``.
+
+Edits belong to a call, not to the model: each thread (each Gradio user) has its own context, so
+two threads steering one model never see each other's edits. The top-level forward pre-hook
+records, for every forward, where each token of the batch sits (absolute position, pad or not) from
+the 2-D attention mask the top-level call receives; the layer hooks read it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from saesteer.edits import EditSet
+from saesteer.errors import EditError
+from saesteer.positions import Positions
+
+Plan = EditSet | list[EditSet]
+
+
+@dataclass
+class BatchInfo:
+    """Where the tokens of the current forward sit: ``pos [B, T]`` absolute positions,
+    ``valid [B, T]`` non-pad mask."""
+
+    pos: torch.Tensor
+    valid: torch.Tensor
+
+
+@dataclass
+class CallState:
+    """Everything one steered call needs: the edits per attachment and the token bookkeeping."""
+
+    plans: dict[str, Plan] = field(default_factory=dict)
+    capture: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+    capture_top_k: int = 10
+    batch: BatchInfo | None = None
+    prompt_len: torch.Tensor | None = None
+    _masks: dict[tuple, torch.Tensor] = field(default_factory=dict)
+
+    def begin_forward(self, args: tuple, kwargs: dict[str, Any]) -> None:
+        """Read the top-level call's inputs: token count, 2-D attention mask, past length."""
+        self._masks.clear()
+        ids = kwargs.get("input_ids")
+        if ids is None and args and isinstance(args[0], torch.Tensor):
+            ids = args[0]
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+        if not isinstance(ids, torch.Tensor) or ids.ndim < 2:
+            self.batch = None
+            return
+        B, T = ids.shape[0], ids.shape[1]
+        am = kwargs.get("attention_mask")
+        if am is None and len(args) > 1 and isinstance(args[1], torch.Tensor):
+            am = args[1]
+        if isinstance(am, torch.Tensor) and am.ndim == 2 and am.shape[0] == B and am.shape[1] >= T:
+            m = am.to(ids.device) != 0
+            pos = (m.long().cumsum(1) - 1)[:, -T:]
+            valid = m[:, -T:]
+            past = am.shape[1] - T
+        else:
+            past = _past_length(kwargs)
+            pos = (torch.arange(T, device=ids.device) + past).unsqueeze(0).expand(B, T)
+            valid = torch.ones(B, T, dtype=torch.bool, device=ids.device)
+        if past == 0:  # a new sequence: what it holds is the prompt
+            self.prompt_len = valid.sum(1)
+        self.batch = BatchInfo(pos, valid)
+        self._check_rows(B)
+
+    def _check_rows(self, B: int) -> None:
+        for name, plan in self.plans.items():
+            if isinstance(plan, list) and (B % len(plan) != 0):
+                raise EditError(
+                    f"{len(plan)} per-row edit sets for '{name}' but the batch has {B} rows"
+                )
+
+    def end_forward(self) -> None:
+        self.batch = None
+        self._masks.clear()
+
+    def mask(self, positions: Positions, rows: tuple[int, ...] | None, shape: tuple[int, int], device) -> torch.Tensor:
+        """``[N, T]`` mask of the steered tokens for ``rows`` (all rows when None); cached per forward."""
+        key = (rows, shape, positions)
+        m = self._masks.get(key)
+        if m is not None:
+            return m
+        N, T = shape
+        b = self.batch
+        if b is None or b.pos.shape[1] != T:  # no top-level call seen: positions 0..T-1, no pads
+            pos = torch.arange(T, device=device).unsqueeze(0).expand(N, T)
+            valid = torch.ones(N, T, dtype=torch.bool, device=device)
+            prompt = None
+        else:
+            pos, valid, prompt = b.pos, b.valid, self.prompt_len
+            if rows is not None:
+                r = torch.tensor(rows, device=pos.device)
+                pos, valid = pos[r], valid[r]
+                prompt = None if prompt is None else prompt[r]
+        m = positions.mask(pos.to(device), valid.to(device), prompt)
+        self._masks[key] = m
+        return m
+
+
+_CALL: contextvars.ContextVar[CallState | None] = contextvars.ContextVar("saesteer_call", default=None)
+
+
+def current() -> CallState | None:
+    """The calling thread's steered-call state, or None when no steered call is running."""
+    return _CALL.get()
+
+
+def enter(state: CallState) -> contextvars.Token:
+    return _CALL.set(state)
+
+
+def leave(token: contextvars.Token) -> None:
+    _CALL.reset(token)
+
+
+def _past_length(kwargs: dict[str, Any]) -> int:
+    cp = kwargs.get("cache_position")
+    if isinstance(cp, torch.Tensor) and cp.numel():
+        return int(cp.reshape(-1)[0])
+    pkv = kwargs.get("past_key_values")
+    if pkv is not None and hasattr(pkv, "get_seq_length"):
+        try:
+            return int(pkv.get_seq_length())
+        except Exception:  # pragma: no cover - exotic cache types
+            return 0
+    return 0

@@ -1,0 +1,183 @@
+"""Forward hooks: registered for the duration of steered calls only, removed after.
+
+Hooks are ref-counted across threads: the first steered call registers them, the last one to end
+removes them, so between calls the model carries no saesteer hook at all. Nobody else's hooks are
+removed or reordered (saesteer's own are appended and removed by handle).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from saesteer.adapters.base import HookPoint
+from saesteer.edits import EditSet
+from saesteer.errors import HookError
+from saesteer.runtime.apply import edit_activations
+from saesteer.runtime.context import CallState, current
+from saesteer.sae.module import SAE
+
+
+@dataclass
+class Attachment:
+    """One SAE at one hook point. ``sae`` already sits on the layer's device and dtype; copies for
+    other devices (accelerate offload executing elsewhere) are made once and cached."""
+
+    name: str
+    sae: SAE
+    point: HookPoint
+    _by_device: dict[torch.device, SAE] = field(default_factory=dict, repr=False)
+
+    def sae_for(self, device: torch.device) -> SAE:
+        if self.sae.device == device:
+            return self.sae
+        sae = self._by_device.get(device)
+        if sae is None:
+            sae = self._by_device[device] = _copy_to(self.sae, device)
+        return sae
+
+
+def _copy_to(sae: SAE, device: torch.device) -> SAE:
+    import copy
+
+    return copy.deepcopy(sae).to(device)
+
+
+def run_attachment(att: Attachment, state: CallState, x: torch.Tensor) -> torch.Tensor:
+    """Capture features and apply this call's edits for one attachment; returns ``x`` untouched
+    (the same object) when there is nothing to do."""
+    plan = state.plans.get(att.name)
+    capture = state.capture
+    if not plan and (capture is None or att.name not in capture):
+        return x
+    if x.shape[-1] != att.sae.d_in:
+        raise HookError(
+            f"SAE width {att.sae.d_in} does not match the activation width {x.shape[-1]} at {att.name}"
+        )
+    squeeze = x.ndim == 2
+    if squeeze:
+        x = x.unsqueeze(1)
+    sae = att.sae_for(x.device)
+    N, T = x.shape[0], x.shape[1]
+    if capture is not None and att.name in capture:
+        with torch.no_grad():
+            f = sae.encode(x.to(sae.dtype))
+            k = min(state.capture_top_k, f.shape[-1])
+            vals, inds = f.topk(k, dim=-1)
+        capture[att.name].append((vals, inds))
+    out = x
+    if isinstance(plan, EditSet):
+        out = edit_activations(sae, x, plan, lambda p: state.mask(p, None, (N, T), x.device))
+    elif plan:
+        rep = max(N // len(plan), 1)
+        groups: dict[EditSet, list[int]] = {}
+        for r in range(N):
+            es = plan[r // rep]
+            if es:
+                groups.setdefault(es, []).append(r)
+        if groups:
+            out = x.clone()
+            for es, rows in groups.items():
+                key = tuple(rows)
+                r = torch.tensor(rows, device=x.device)
+                out[r] = edit_activations(
+                    sae, x[r], es, lambda p, key=key: state.mask(p, key, (len(key), T), x.device)
+                )
+    return out.squeeze(1) if squeeze else out
+
+
+def _output_hook(att: Attachment, module: nn.Module, args: Any, output: Any) -> Any:
+    state = current()
+    if state is None:
+        return None
+    x = output if isinstance(output, torch.Tensor) else output[0]
+    y = run_attachment(att, state, x)
+    if y is x:
+        return None
+    if isinstance(output, torch.Tensor):
+        return y
+    if isinstance(output, tuple):
+        return (y,) + tuple(output[1:])
+    if isinstance(output, list):
+        return [y] + list(output[1:])
+    first = next(iter(output.keys()))
+    return type(output)(**{k: (y if k == first else v) for k, v in output.items()})
+
+
+def _input_hook(att: Attachment, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+    state = current()
+    if state is None:
+        return None
+    if args and isinstance(args[0], torch.Tensor):
+        y = run_attachment(att, state, args[0])
+        return None if y is args[0] else ((y,) + tuple(args[1:]), kwargs)
+    x = kwargs.get("hidden_states")
+    if not isinstance(x, torch.Tensor):
+        raise HookError(f"{att.name}: cannot find the input activation of {type(module).__name__}")
+    y = run_attachment(att, state, x)
+    return None if y is x else (args, {**kwargs, "hidden_states": y})
+
+
+def _top_pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    state = current()
+    if state is not None:
+        state.begin_forward(args, kwargs)
+
+
+def _top_post_hook(module: nn.Module, args: Any, output: Any) -> None:
+    state = current()
+    if state is not None:
+        state.end_forward()
+
+
+class HookSet:
+    """The hooks of one wrapped model, registered while at least one steered call is running."""
+
+    def __init__(self, top: nn.Module, attachments: dict[str, Attachment]) -> None:
+        self.top = top
+        self.attachments = attachments
+        self._lock = threading.Lock()
+        self._users = 0
+        self._handles: list[RemovableHandle] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self._handles)
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._register()
+            self._users += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._remove()
+
+    def _register(self) -> None:
+        hs = self._handles
+        try:
+            hs.append(self.top.register_forward_pre_hook(_top_pre_hook, with_kwargs=True))
+            hs.append(self.top.register_forward_hook(_top_post_hook, always_call=True))
+            for att in self.attachments.values():
+                mod = att.point.module
+                if att.point.io == "input":
+                    hs.append(mod.register_forward_pre_hook(partial(_input_hook, att), with_kwargs=True))
+                else:
+                    hs.append(mod.register_forward_hook(partial(_output_hook, att)))
+        except BaseException:
+            self._remove()
+            raise
+
+    def _remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
