@@ -1,0 +1,160 @@
+"""Resolve a HuggingFace hub id (or a SAELens release name) to a local folder.
+
+Accepted forms: ``owner/repo`` (+ ``subfolder=``/``hookpoint=``), ``owner/repo/sub/folder``, and,
+when sae-lens is installed, a SAELens release name with ``subfolder=`` the SAE id
+(``load_sae("gemma-scope-2b-pt-res-canonical", subfolder="layer_12/width_16k/canonical")``): the
+repo id and path come from sae-lens' ``pretrained_saes.yaml`` through its python API, together with
+what the files do not say (``norm_scaling_factor``, model name, neuronpedia id).
+
+Only the files the SAE needs are downloaded (``snapshot_download(allow_patterns=...)``); for a
+sharded reward-model checkpoint (SARM) only the config, the index and the shard holding the SAE.
+With ``HF_HUB_OFFLINE=1`` only the local cache is used. Any failure to reach the hub or to find the
+repo raises :class:`~saesteer.errors.HubUnavailableError` naming the id and suggesting a local path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from saesteer.errors import HubUnavailableError, SAEFormatError
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+#: what an SAE folder can need; large unrelated files (optimizer state, pickles) are left out
+_WANTED = ("*.json", "*.safetensors", "*.npz", "*.pt", "*.pth", "*.yaml", "*.md")
+_IGNORED = ("optimizer_*", "lr_scheduler_*", "*state.pt", "rank_*", "*.pkl", "*.pickle", "*.bin")
+
+
+@dataclass
+class HubTarget:
+    """A resolved hub SAE: the local folder, and facts from a release directory (may be empty)."""
+
+    path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return env or bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def _fail(what: str, err: BaseException | None = None) -> HubUnavailableError:
+    why = f": {type(err).__name__}: {str(err)[:300].rstrip('.')}" if err is not None else ""
+    return HubUnavailableError(
+        f"cannot load {what} from the HuggingFace hub{why}. The hub may be unreachable (offline, "
+        "HF_HUB_OFFLINE=1) or the repo/folder may not exist; download the SAE and pass its local path "
+        "to load_sae instead."
+    )
+
+
+def _release(name: str, sae_id: str | None) -> tuple[str, str, dict[str, Any]] | None:
+    """(repo_id, folder, extra) for a SAELens release name, or None when it is not one."""
+    try:
+        from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+    except Exception:  # noqa: BLE001 - sae-lens is optional
+        return None
+    lookup = get_pretrained_saes_directory().get(name)
+    if lookup is None:
+        return None
+    if sae_id is None or sae_id not in lookup.saes_map:
+        ids = list(lookup.saes_map)
+        shown = ", ".join(ids[:12]) + (f", ... ({len(ids)} ids)" if len(ids) > 12 else "")
+        raise SAEFormatError(f"SAELens release {name!r} needs subfolder= one of its SAE ids: {shown}")
+    extra: dict[str, Any] = {"release": name, "sae_id": sae_id, "model_name": lookup.model}
+    if sae_id in lookup.norm_scaling_factor:
+        extra["norm_scaling_factor"] = lookup.norm_scaling_factor[sae_id]
+    if lookup.neuronpedia_id.get(sae_id):
+        extra["neuronpedia_id"] = lookup.neuronpedia_id[sae_id]
+    overrides = lookup.config_overrides or {}
+    if isinstance(overrides, dict) and isinstance(overrides.get("hook_name"), str):
+        extra["hook_name"] = overrides["hook_name"]
+    return lookup.repo_id, lookup.saes_map[sae_id], extra
+
+
+def _split(id_: str, subfolder: str | None) -> tuple[str, str]:
+    parts = [p for p in id_.strip("/").split("/") if p]
+    if len(parts) < 2 or not _REPO_ID.match("/".join(parts[:2])):
+        raise SAEFormatError(
+            f"{id_!r} is neither an existing local path nor a hub id (owner/repo[/folder])"
+            + ("" if _sae_lens_present() else "; SAELens release names need sae-lens installed")
+        )
+    folder = "/".join(parts[2:] + ([subfolder.strip("/")] if subfolder else []))
+    return "/".join(parts[:2]), folder
+
+
+def _sae_lens_present() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("sae_lens") is not None
+
+
+def _children_with_config(here: Path) -> list[str]:
+    if not here.is_dir():
+        return []
+    return sorted(c.name for c in here.iterdir()
+                  if c.is_dir() and ((c / "cfg.json").is_file() or (c / "config.json").is_file()))
+
+
+def _fetch(repo_id: str, folder: str, hookpoint: str | None, what: str) -> Path:
+    """Download what the SAE under ``folder`` needs, deciding from its json files (no listing call:
+    ``snapshot_download`` fails fast when the hub is unreachable and falls back to the cache)."""
+    from functools import partial
+
+    from huggingface_hub import snapshot_download
+
+    dl = partial(snapshot_download, repo_id, ignore_patterns=list(_IGNORED), local_files_only=_offline())
+    base = f"{folder}/" if folder else ""
+    root = Path(dl(allow_patterns=[f"{base}*.json"]))  # configs only: small
+    here = root / folder if folder else root
+    if hookpoint and (here / hookpoint).is_dir():
+        base, here = f"{base}{hookpoint}/", here / hookpoint
+    index = here / "model.safetensors.index.json"
+    if index.is_file():  # sharded checkpoint (SARM reward model): only the shard(s) holding the SAE
+        wm = json.loads(index.read_text()).get("weight_map") or {}
+        shards = sorted({v for k, v in wm.items() if k.endswith(("pre_bias", "latent_bias"))})
+        if shards:
+            dl(allow_patterns=[f"{base}{s}" for s in shards])
+        return here
+    has_cfg = (here / "cfg.json").is_file() or (here / "config.json").is_file()
+    children = _children_with_config(here)
+    if children and not (here / "cfg.json").is_file():
+        raise SAEFormatError(
+            f"{what} holds several SAEs in sub-folders: {', '.join(children[:40])}"
+            + (f", ... ({len(children)})" if len(children) > 40 else "")
+            + "; pass hookpoint= (sparsify) or subfolder= to pick one"
+        )
+    if not has_cfg and not folder:
+        raise SAEFormatError(f"{what}: the repo root has no SAE config; pass subfolder= (the SAE's folder)")
+    dl(allow_patterns=[f"{base}{p}" for p in _WANTED])
+    return here
+
+
+def resolve(id_: str, *, subfolder: str | None = None, hookpoint: str | None = None) -> HubTarget:
+    """Download (or find in the cache) the files of the SAE ``id_`` names; returns the local folder.
+
+    Cost: a few small requests and the downloads (nothing when cached); offline, a cache lookup.
+    """
+    extra: dict[str, Any] = {}
+    rel = _release(id_, subfolder) if "/" not in id_.strip("/") else None
+    if rel is not None:
+        repo_id, folder, extra = rel
+    else:
+        repo_id, folder = _split(id_, subfolder)
+    what = f"{repo_id!r}" + (f" (folder {folder!r})" if folder else "")
+    try:
+        path = _fetch(repo_id, folder, hookpoint, what)
+    except (SAEFormatError, HubUnavailableError):
+        raise
+    except Exception as e:  # noqa: BLE001 - offline, not found, gated, network: all mean "no hub"
+        raise _fail(what, e) from e
+    if not path.exists():
+        raise _fail(what)
+    if hookpoint and path.name == hookpoint:
+        path = path.parent  # the readers pick the hookpoint themselves
+    return HubTarget(path=path, extra=extra)
