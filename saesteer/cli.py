@@ -1,0 +1,135 @@
+"""The ``saesteer`` command: inspect SAEs, list hooks, generate with and without edits.
+
+``saesteer generate "Tell me about the sea" --sae DIR --hook blocks.15.hook_resid_post --clamp 12=8``
+prints the unsteered and the steered continuation side by side (one batched generate: row 0 plain,
+row 1 steered). ``--model smollm2`` (the default) is the offline SmolLM2-135M-Instruct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+import torch
+
+import saesteer
+from saesteer.errors import SaesteerError
+
+
+def _pairs(items: Sequence[str], flag: str) -> list[tuple[int, float]]:
+    out = []
+    for s in items:
+        try:
+            i, v = s.split("=", 1)
+            out.append((int(i), float(v)))
+        except ValueError:
+            raise SaesteerError(f"{flag} takes FEATURE=VALUE, got {s!r}") from None
+    return out
+
+
+def _edits(a: argparse.Namespace) -> list[saesteer.Edit]:
+    edits: list[saesteer.Edit] = []
+    edits += [saesteer.Clamp(i, v) for i, v in _pairs(a.clamp, "--clamp")]
+    edits += [saesteer.Scale(i, v) for i, v in _pairs(a.scale, "--scale")]
+    edits += [saesteer.Add(i, v) for i, v in _pairs(a.add, "--add")]
+    edits += [saesteer.Erase(int(i)) for i in a.erase]
+    return edits
+
+
+def load_model(name: str, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """``smollm2`` (the offline embedded model) or a local HuggingFace folder / hub id."""
+    if name == "smollm2":
+        from saesteer.embedded import load_smollm2
+
+        return load_smollm2(dtype=dtype)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+    except OSError as e:
+        raise SaesteerError(f"cannot load model {name!r} (a local folder, or a hub id when online): {e}") from e
+    return model.eval(), tok
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    edits = _edits(a)
+    if not edits:
+        raise SaesteerError("give at least one edit: --clamp F=V, --scale F=S, --add F=A or --erase F")
+    model, tok = load_model(a.model, torch.bfloat16 if a.bf16 else torch.float32)
+    sm = saesteer.wrap(model, a.sae, hook=a.hook, layer=a.layer, tokenizer=tok)
+    tok.padding_side = "left"
+    text = a.prompt
+    if getattr(tok, "chat_template", None) and not a.raw:
+        text = tok.apply_chat_template([{"role": "user", "content": a.prompt}], tokenize=False,
+                                       add_generation_prompt=True)
+    enc = tok([text, text], return_tensors="pt", padding=True)
+    out = sm.generate(**enc, edits=[None, edits], positions=a.positions, max_new_tokens=a.max_new_tokens,
+                      do_sample=False)
+    n = enc["input_ids"].shape[1]
+    plain, steered = (tok.decode(out[r, n:], skip_special_tokens=True).strip() for r in (0, 1))
+    print(f"prompt : {a.prompt}\nedits  : {', '.join(map(repr, edits))}\n")
+    print(f"--- unsteered ---\n{plain}\n\n--- steered ---\n{steered}")
+    return 0
+
+
+def cmd_inspect(a: argparse.Namespace) -> int:
+    sae = saesteer.load_sae(a.path, hookpoint=a.hookpoint)
+    for k, v in sae.cfg.to_dict().items():
+        if v not in (None, {}, ""):
+            print(f"{k:>22}: {v}")
+    return 0
+
+
+def cmd_hooks(a: argparse.Namespace) -> int:
+    from saesteer.adapters import adapter_for
+
+    model, _ = load_model(a.model)
+    print(adapter_for(model).describe(model))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="saesteer", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    g = sub.add_parser("generate", help="unsteered vs steered continuation of a prompt")
+    g.add_argument("prompt")
+    g.add_argument("--model", default="smollm2", help="'smollm2' (offline default), a folder or a hub id")
+    g.add_argument("--sae", required=True, help="SAE folder/file or hub id")
+    g.add_argument("--hook", default=None, help="e.g. blocks.15.hook_resid_post (default: the SAE's own)")
+    g.add_argument("--layer", type=int, default=None)
+    g.add_argument("--clamp", action="append", default=[], metavar="F=V")
+    g.add_argument("--scale", action="append", default=[], metavar="F=S")
+    g.add_argument("--add", action="append", default=[], metavar="F=A")
+    g.add_argument("--erase", action="append", default=[], metavar="F")
+    g.add_argument("--positions", default="all", choices=["all", "prompt", "generated"])
+    g.add_argument("--max-new-tokens", type=int, default=40)
+    g.add_argument("--bf16", action="store_true", help="run the model in bfloat16 (faster on CPU)")
+    g.add_argument("--raw", action="store_true", help="no chat template")
+    g.set_defaults(fn=cmd_generate)
+
+    i = sub.add_parser("inspect", help="print an SAE's configuration")
+    i.add_argument("path")
+    i.add_argument("--hookpoint", default=None)
+    i.set_defaults(fn=cmd_inspect)
+
+    h = sub.add_parser("hooks", help="list the hook names of a model")
+    h.add_argument("--model", default="smollm2")
+    h.set_defaults(fn=cmd_hooks)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``saesteer`` command; errors are printed, not raised."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except SaesteerError as e:
+        print(f"saesteer: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
