@@ -240,7 +240,11 @@ class SteeredModel:
             raise SaesteerError("this SteeredModel was unwrapped; wrap the model again")
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["model"], name)
+        try:
+            model = self.__dict__["model"]
+        except KeyError:  # during copy/unpickling, before __init__ ran
+            raise AttributeError(name) from None
+        return getattr(model, name)
 
     def __repr__(self) -> str:
         atts = ", ".join(f"{n}: {a.sae.extra_repr()}" for n, a in self.attachments.items())
