@@ -126,12 +126,8 @@ def test_fast_path_equals_full_path(arch, normalize):
 
 
 def test_hub_id_offline_fails_fast_and_clearly(lm_counted, monkeypatch):
-    import time
-
     lm, calls = lm_counted
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    t0 = time.perf_counter()
     with pytest.raises(saesteer.HubUnavailableError, match="someone/some-sae"):
         saesteer.wrap(lm, sae="someone/some-sae", layer=1)
-    assert time.perf_counter() - t0 < 10  # no network retries
     assert not calls
