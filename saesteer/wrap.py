@@ -170,6 +170,9 @@ class SteeredModel:
     def _steering(self, plans: dict[str, Plan], capture: dict | None = None, top_k: int = 10) -> Iterator[CallState]:
         outer = current()
         merged = _merge(outer.plans, plans) if outer is not None else plans
+        if not merged and capture is None:  # nothing to do: run the bare model, no hook at all
+            yield outer or CallState()
+            return
         state = CallState(plans=merged, capture=capture, capture_top_k=top_k)
         self._hooks.acquire()
         token = enter(state)
