@@ -171,7 +171,7 @@ class SteeredModel:
         outer = current()
         merged = _merge(outer.plans, plans) if outer is not None else plans
         if not merged and capture is None:  # nothing to do: run the bare model, no hook at all
-            yield outer or CallState()
+            yield CallState()
             return
         state = CallState(plans=merged, capture=capture, capture_top_k=top_k)
         self._hooks.acquire()
@@ -214,7 +214,8 @@ class SteeredModel:
         """
         plans = self.plan(edits, positions=positions, mode=mode, zero_others=zero_others)
         _check_rows(plans, args, kwargs)
-        with self._steering(plans):
+        with self._steering(plans) as state:
+            state.fixed_prompt_len = _prompt_lengths(args, kwargs)
             return self.model.generate(*args, **kwargs)
 
     def features(self, *args: Any, top_k: int = 10, hook: str | None = None, edits: EditsLike = None,
@@ -317,3 +318,14 @@ def _check_rows(plans: dict[str, Plan], args: tuple, kwargs: dict) -> None:
     for n, p in plans.items():
         if isinstance(p, list) and ids.shape[0] % len(p):
             raise EditError(f"{len(p)} per-row edit sets but the batch has {ids.shape[0]} rows")
+
+
+def _prompt_lengths(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """Non-pad tokens per row of the prompt handed to generate (None when it cannot tell)."""
+    am = kwargs.get("attention_mask")
+    if isinstance(am, torch.Tensor) and am.ndim == 2:
+        return (am != 0).sum(1)
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    if isinstance(ids, torch.Tensor) and ids.ndim == 2:
+        return torch.full((ids.shape[0],), ids.shape[1], device=ids.device)
+    return None

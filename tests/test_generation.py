@@ -145,3 +145,17 @@ def test_reconstruct_mode():
             torch.testing.assert_close(got[-1], sae(x), atol=1e-5, rtol=1e-5)
     finally:
         h.remove()
+
+
+def test_generated_positions_without_cache():
+    """generate(use_cache=False) re-runs the whole sequence each step; 'generated' still means the
+    tokens after the prompt handed to generate."""
+    lm = tiny_lm("llama")
+    sm = saesteer.wrap(lm, random_sae(), layer=1)
+    b = batch(B=2, T=5, left_pad=(1, 0))
+    kw = dict(edits={4: 8.0}, positions="generated", max_new_tokens=N_NEW, do_sample=False,
+              output_logits=True, return_dict_in_generate=True)
+    cached = sm.generate(**b, **kw)
+    uncached = sm.generate(**b, use_cache=False, **kw)
+    assert torch.equal(cached.sequences, uncached.sequences)
+    torch.testing.assert_close(torch.stack(cached.logits, 1), torch.stack(uncached.logits, 1), atol=1e-4, rtol=1e-4)

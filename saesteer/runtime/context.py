@@ -39,6 +39,7 @@ class CallState:
     capture_top_k: int = 10
     batch: BatchInfo | None = None
     prompt_len: torch.Tensor | None = None
+    fixed_prompt_len: torch.Tensor | None = None
     _masks: dict[tuple, torch.Tensor] = field(default_factory=dict)
 
     def begin_forward(self, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -65,7 +66,10 @@ class CallState:
             past = _past_length(kwargs)
             pos = (torch.arange(T, device=ids.device) + past).unsqueeze(0).expand(B, T)
             valid = torch.ones(B, T, dtype=torch.bool, device=ids.device)
-        if past == 0:  # a new sequence: what it holds is the prompt
+        if self.fixed_prompt_len is not None:  # set by generate(): survives use_cache=False
+            n = self.fixed_prompt_len
+            self.prompt_len = n.repeat_interleave(B // n.shape[0]) if B % n.shape[0] == 0 else None
+        elif past == 0:  # a new sequence: what it holds is the prompt
             self.prompt_len = valid.sum(1)
         self.batch = BatchInfo(pos, valid)
         self._check_rows(B)
