@@ -4,7 +4,6 @@ the budget allocation, and saesteer.data reading what the builder writes. No net
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import json
 import random
@@ -16,21 +15,22 @@ import pytest
 
 from saesteer.data import CorpusNotFoundError, corpus_path, iter_corpus, iter_records, load_manifest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_corpus.py"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the builder's `corpus` package
 
-
-def _load_script():
-    name = "saesteer_build_corpus"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bc = _load_script()
+import corpus.build as corpus_build  # noqa: E402
+from corpus import fetch  # noqa: E402
+from corpus.build import build  # noqa: E402
+from corpus.documents import chunk_blocks, looks_english, split_long  # noqa: E402
+from corpus.extraction import Extracted, Source  # noqa: E402
+from corpus.fetch import deb_version, iter_deb_files  # noqa: E402
+from corpus.sources.fortunes import parse_fortunes  # noqa: E402
+from corpus.sources.gcide import _B64, clean_gcide_entry, dictd_b64, dictd_entries, gcide_docs  # noqa: E402
+from corpus.sources.kjv import kjv_docs  # noqa: E402
+from corpus.sources.linux_docs import linux_doc_docs, rst_to_blocks  # noqa: E402
+from corpus.sources.python_docs import html_to_blocks, python_html_docs  # noqa: E402
+from corpus.sources.shakespeare import shakespeare_docs  # noqa: E402
+from corpus.sources.wordnet import parse_wordnet_line, wordnet_docs  # noqa: E402
+from corpus.split import allocate, is_heldout, sample_docs  # noqa: E402
 
 
 # ---- fortunes ---------------------------------------------------------------------------------------
@@ -53,7 +53,7 @@ x
 
 
 def test_fortunes_split_on_percent_lines_and_normalise():
-    got = bc.parse_fortunes(FORTUNE_FILE)
+    got = parse_fortunes(FORTUNE_FILE)
     assert got == [
         "A day for firm decisions!!!!! Or is it?",
         "Beware of low-flying butterflies.",
@@ -75,25 +75,25 @@ WN_LINES = [
 
 
 def test_wordnet_line_parsing():
-    assert bc.parse_wordnet_line(WN_LINES[0]) is None  # licence header
-    s = bc.parse_wordnet_line(WN_LINES[1])
+    assert parse_wordnet_line(WN_LINES[0]) is None  # licence header
+    s = parse_wordnet_line(WN_LINES[1])
     assert (s.offset, s.lexfile, s.pos, s.words) == ("00016380", 29, "v", ["drowse"])
     assert s.definition == "be on the verge of sleeping"
     assert s.examples == ['"The students were drowsing in the 8 AM class"']
     assert s.render() == 'drowse (verb): be on the verge of sleeping. Example: "The students were drowsing in the 8 AM class".'
-    a = bc.parse_wordnet_line(WN_LINES[2])
+    a = parse_wordnet_line(WN_LINES[2])
     assert a.words == ["abstraction", "abstract entity"] and a.examples == []
-    adj = bc.parse_wordnet_line(WN_LINES[3])
+    adj = parse_wordnet_line(WN_LINES[3])
     assert adj.words == ["idempotent", "self-same"]  # "(a)" adjective marker removed
     assert adj.render().startswith("idempotent, self-same (adjective): unchanged in value following multiplication")
     assert adj.render().endswith('Examples: "this matrix is idempotent"; "an idempotent map".')
 
 
 def test_wordnet_docs_group_by_lexicographer_file():
-    docs = bc.wordnet_docs(WN_LINES)
+    docs = wordnet_docs(WN_LINES)
     assert len(docs) == 3  # lexfiles 29, 3, 0: never mixed in one document
     assert docs[0].startswith("drowse (verb)")
-    docs = bc.wordnet_docs([WN_LINES[1]] * 5, group=2)
+    docs = wordnet_docs([WN_LINES[1]] * 5, group=2)
     assert [d.count("\n") + 1 for d in docs] == [2, 2, 1]
 
 
@@ -103,7 +103,7 @@ def test_wordnet_docs_group_by_lexicographer_file():
 def _b64(n: int) -> str:
     digits = ""
     while True:
-        digits = bc._B64[n % 64] + digits
+        digits = _B64[n % 64] + digits
         n //= 64
         if not n:
             return digits
@@ -131,22 +131,22 @@ CABAL = (
 
 
 def test_dictd_index_numbers():
-    assert bc.dictd_b64("A") == 0 and bc.dictd_b64("B") == 1 and bc.dictd_b64("BA") == 64
-    assert bc.dictd_b64(_b64(3641181)) == 3641181
+    assert dictd_b64("A") == 0 and dictd_b64("B") == 1 and dictd_b64("BA") == 64
+    assert dictd_b64(_b64(3641181)) == 3641181
 
 
 def test_dictd_entries_and_gcide_cleaning():
     index, data = _dictd([("00-database-short", "The Collaborative International Dictionary"),
                           ("Cabal", CABAL), ("cabal", "")])
     index += "Cabals\t" + index.splitlines()[1].split("\t", 1)[1] + "\n"  # a second headword, same entry
-    entries = list(bc.dictd_entries(index, data))
+    entries = list(dictd_entries(index, data))
     assert [w for w, _ in entries] == ["Cabal"]  # database info skipped, duplicate offsets read once
-    text = bc.clean_gcide_entry(entries[0][1])
+    text = clean_gcide_entry(entries[0][1])
     assert text == (
         "Cabal, n. [F. cabale cabal, fr. Heb. qābal to take.] 1. Tradition; occult doctrine. See Cabala. [Obs.] "
         "--Hakewill.\n\n2. A secret. [Obs.] --B. Jonson."
     )
-    docs = bc.gcide_docs(index, gzip.decompress(gzip.compress(data)))
+    docs = gcide_docs(index, gzip.decompress(gzip.compress(data)))
     assert docs == [text]
 
 
@@ -176,7 +176,7 @@ PY_PAGE = """<!DOCTYPE html><html><head><title>json — JSON encoder and decoder
 
 
 def test_html_blocks_strip_tags_and_keep_code():
-    title, blocks = bc.html_to_blocks(PY_PAGE)
+    title, blocks = html_to_blocks(PY_PAGE)
     assert title == "json"
     kinds = [k for k, _ in blocks]
     assert blocks[0] == ("h", "json — JSON encoder and decoder")  # headerlink ¶ gone
@@ -193,7 +193,7 @@ def test_html_blocks_strip_tags_and_keep_code():
 
 
 def test_python_html_docs_prose_and_code_documents():
-    docs = bc.python_html_docs(PY_PAGE)
+    docs = python_html_docs(PY_PAGE)
     kinds = [k for k, _ in docs]
     assert kinds.count("code") == 1 and kinds.count("prose") == 1
     code = next(t for k, t in docs if k == "code")
@@ -255,7 +255,7 @@ relaxed
 
 
 def test_rst_blocks():
-    blocks = bc.rst_to_blocks(RST)
+    blocks = rst_to_blocks(RST)
     assert blocks[0] == ("h", "Memory Barrier Helpers")
     assert blocks[1] == ("p", "This document describes the memory barrier helpers and explains when the kernel "
                               "uses them, with smp_mb and READ_ONCE() as examples. See the locking guide for "
@@ -276,7 +276,7 @@ def test_rst_blocks():
 
 
 def test_linux_doc_documents():
-    docs = bc.linux_doc_docs(RST)
+    docs = linux_doc_docs(RST)
     assert len(docs) == 2
     assert docs[0].startswith("Memory Barrier Helpers\n\nThis document describes")
     assert docs[1].startswith("Usage\n\nCall the helper")
@@ -310,7 +310,7 @@ _Exeunt_
 
 
 def test_shakespeare_markdown():
-    docs = bc.shakespeare_docs(PLAY)
+    docs = shakespeare_docs(PLAY)
     assert docs == [
         "Hamlet. Act I. Scene I. Elsinore. A platform before the castle.\n\n"
         "[FRANCISCO at his post. Enter to him BERNARDO]\n\n"
@@ -327,60 +327,60 @@ def test_kjv_chapters():
                "chapter": 1, "verse": v} for v in range(1, 4)]
     verses.append({"citation": "Genesis 2:1", "text": "Thus the heavens and the earth were finished.",
                    "book": "Genesis", "chapter": 2, "verse": 1})
-    docs = bc.kjv_docs("\n".join(json.dumps(v) for v in verses))
+    docs = kjv_docs("\n".join(json.dumps(v) for v in verses))
     assert docs == [
         "Genesis 1:1-3\n\nVerse 1 of the first chapter. Verse 2 of the first chapter. Verse 3 of the first chapter.",
         "Genesis 2:1-1\n\nThus the heavens and the earth were finished.",
     ]
-    assert len(bc.kjv_docs("\n".join(json.dumps(v) for v in verses), target=40)) == 4
+    assert len(kjv_docs("\n".join(json.dumps(v) for v in verses), target=40)) == 4
 
 
 # ---- helpers ----------------------------------------------------------------------------------------
 
 
 def test_english_filter():
-    assert bc.looks_english("The driver does not probe for devices, so you have to instantiate them.")
-    assert not bc.looks_english("0x0000 0x0004 0x0008 0x000c | RW | RW | RO")
-    assert not bc.looks_english("这是一个中文段落，用于测试过滤器是否能够拒绝非英文文本。这是一个中文段落。")
-    assert not bc.looks_english("CONFIG_FOO=y CONFIG_BAR=m CONFIG_BAZ_QUX=y CONFIG_A=y CONFIG_B=n CONFIG_C=y")
+    assert looks_english("The driver does not probe for devices, so you have to instantiate them.")
+    assert not looks_english("0x0000 0x0004 0x0008 0x000c | RW | RW | RO")
+    assert not looks_english("这是一个中文段落，用于测试过滤器是否能够拒绝非英文文本。这是一个中文段落。")
+    assert not looks_english("CONFIG_FOO=y CONFIG_BAR=m CONFIG_BAZ_QUX=y CONFIG_A=y CONFIG_B=n CONFIG_C=y")
 
 
 def test_chunking_keeps_paragraphs_and_headings():
     paras = [("h", "Title")] + [("p", f"Paragraph {k} " + "word " * 60) for k in range(6)]
-    docs = bc.chunk_blocks(paras, target=700, hard=2000, min_chars=10)
+    docs = chunk_blocks(paras, target=700, hard=2000, min_chars=10)
     assert len(docs) > 1 and docs[0].startswith("Title\n\nParagraph 0")
     assert all(len(d) <= 700 + 400 for d in docs)
     assert "".join(docs).count("Paragraph") == 6  # nothing lost, nothing repeated
     long_para = "This is a sentence. " * 400
-    pieces = bc.split_long(long_para.strip(), 1000)
+    pieces = split_long(long_para.strip(), 1000)
     assert all(len(p) <= 1000 for p in pieces) and " ".join(pieces) == long_para.strip()
 
 
 def test_heldout_split_is_stable_under_reordering():
     docs = [f"document number {k} with some text" for k in range(5000)]
-    held = {d for d in docs if bc.is_heldout(d)}
+    held = {d for d in docs if is_heldout(d)}
     shuffled = docs[:]
     random.Random(1).shuffle(shuffled)
-    assert {d for d in shuffled if bc.is_heldout(d)} == held
+    assert {d for d in shuffled if is_heldout(d)} == held
     assert 0.01 < len(held) / len(docs) < 0.03  # ~2%
     # and sampling under a budget does not depend on order either
-    a = bc.sample_docs(docs, 20_000, seed=0)
-    b = bc.sample_docs(shuffled, 20_000, seed=0)
+    a = sample_docs(docs, 20_000, seed=0)
+    b = sample_docs(shuffled, 20_000, seed=0)
     assert sorted(a) == sorted(b) and sum(map(len, a)) <= 20_000
-    assert sorted(bc.sample_docs(docs, 20_000, seed=1)) != sorted(a)
+    assert sorted(sample_docs(docs, 20_000, seed=1)) != sorted(a)
 
 
 def test_allocation_caps_large_sources():
     avail = {"small": 1_000, "mid": 10_000, "big": 100_000, "huge": 1_000_000}
-    alloc = bc.allocate(avail, dict.fromkeys(avail, 1.0), 40_000, max_share=0.45)
+    alloc = allocate(avail, dict.fromkeys(avail, 1.0), 40_000, max_share=0.45)
     assert alloc["small"] == 1_000 and alloc["mid"] == 10_000
     assert alloc["big"] == alloc["huge"] == pytest.approx(14_500)
     assert sum(alloc.values()) == pytest.approx(40_000)
-    alloc = bc.allocate({"a": 10**6, "b": 100, "c": 200}, dict.fromkeys("abc", 1.0), 10_000, max_share=0.45)
+    alloc = allocate({"a": 10**6, "b": 100, "c": 200}, dict.fromkeys("abc", 1.0), 10_000, max_share=0.45)
     assert alloc["a"] == pytest.approx(4_500) and alloc["b"] == 100  # cap holds even if budget is left over
     # with two sources the cap is relaxed to a half (no split could satisfy 45% each)
-    assert bc.allocate({"a": 10**6, "b": 10**6}, dict.fromkeys("ab", 1.0), 10_000, 0.45)["a"] == pytest.approx(5_000)
-    weighted = bc.allocate({"a": 10**6, "b": 10**6}, {"a": 1.0, "b": 0.5}, 9_000, 0.9)
+    assert allocate({"a": 10**6, "b": 10**6}, dict.fromkeys("ab", 1.0), 10_000, 0.45)["a"] == pytest.approx(5_000)
+    weighted = allocate({"a": 10**6, "b": 10**6}, {"a": 1.0, "b": 0.5}, 9_000, 0.9)
     assert weighted["a"] == pytest.approx(6_000) and weighted["b"] == pytest.approx(3_000)
 
 
@@ -400,10 +400,10 @@ def test_deb_reader_without_dpkg(tmp_path, monkeypatch):
             ar += b"\n"
     deb = tmp_path / "fortunes_1.0_all.deb"
     deb.write_bytes(ar)
-    monkeypatch.setattr(bc.shutil, "which", lambda name: None)
-    got = list(bc.iter_deb_files(deb, lambda f: f.startswith("usr/share/games/")))
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: None)
+    got = list(iter_deb_files(deb, lambda f: f.startswith("usr/share/games/")))
     assert got == [("usr/share/games/fortunes/wisdom", b"Be wise.\n%\n")]
-    assert bc.deb_version(deb) == "1.0"
+    assert deb_version(deb) == "1.0"
 
 
 # ---- writer -> reader -------------------------------------------------------------------------------
@@ -417,22 +417,22 @@ def test_build_writes_what_iter_corpus_reads(tmp_path, monkeypatch):
 
     def fake(name):
         def extract(cache):
-            return bc.Extracted(texts[name] + [texts[name][0]],  # one duplicate, removed by the builder
+            return Extracted(texts[name] + [texts[name][0]],  # one duplicate, removed by the builder
                                 [{"name": name, "version": "1.0", "origin": "test", "file": "-"}],
                                 {f"{name}.LICENSE.txt": "licence text"}, f"{name} licence excerpt")
         return extract
 
-    monkeypatch.setattr(bc, "SOURCES", {n: bc.Source(n, f"{n} test source", "TEST-1.0", 1.0, fake(n)) for n in texts})
+    monkeypatch.setattr(corpus_build, "SOURCES", {n: Source(n, f"{n} test source", "TEST-1.0", 1.0, fake(n)) for n in texts})
     out = tmp_path / "corpus"
-    manifest = bc.build(out, ["alpha", "beta"], max_mb=1.0, seed=0, cache=tmp_path / "cache")
+    manifest = build(out, ["alpha", "beta"], max_mb=1.0, seed=0, cache=tmp_path / "cache")
     assert manifest["totals"]["documents"] == 600
     train = list(iter_records(out, "train"))
     held = list(iter_records(out, "heldout"))
     assert len(train) + len(held) == 600 and 0 < len(held) < 40
     assert {r["source"] for r in train} == {"alpha", "beta"}
-    assert all(bc.is_heldout(r["text"]) for r in held) and not any(bc.is_heldout(r["text"]) for r in train)
+    assert all(is_heldout(r["text"]) for r in held) and not any(is_heldout(r["text"]) for r in train)
     assert sorted(iter_corpus(out, "train", sources=["beta"])) == sorted(
-        t for t in texts["beta"] if not bc.is_heldout(t))
+        t for t in texts["beta"] if not is_heldout(t))
     assert list(iter_corpus(out / "train.jsonl", sources="alpha")) == [r["text"] for r in train if r["source"] == "alpha"]
     m = load_manifest(out)
     assert m["sources"]["alpha"]["licence"] == "TEST-1.0" and m["sources"]["alpha"]["packages"][0]["version"] == "1.0"
@@ -441,10 +441,10 @@ def test_build_writes_what_iter_corpus_reads(tmp_path, monkeypatch):
     assert "alpha licence excerpt" in (out / "SOURCES.md").read_text()
     # deterministic: a second build (cached extractions) writes the same bytes
     before = (out / "train.jsonl").read_bytes()
-    bc.build(out, ["alpha", "beta"], max_mb=1.0, seed=0, cache=tmp_path / "cache")
+    build(out, ["alpha", "beta"], max_mb=1.0, seed=0, cache=tmp_path / "cache")
     assert (out / "train.jsonl").read_bytes() == before
     # a budget smaller than the sources: each is sampled, no source over its share
-    m = bc.build(tmp_path / "small", ["alpha", "beta"], max_mb=0.01, seed=0, cache=tmp_path / "cache")
+    m = build(tmp_path / "small", ["alpha", "beta"], max_mb=0.01, seed=0, cache=tmp_path / "cache")
     assert m["totals"]["characters"] <= 10_000
     assert all(s["characters"] <= 0.5 * 10_000 + 100 for s in m["sources"].values())
 
