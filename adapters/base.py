@@ -59,6 +59,10 @@ class Adapter:
         shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
         return (shown + "; " if shown else "") + "or any module path, e.g. " + _example_path(model)
 
+    def final_norm(self, model: nn.Module) -> nn.Module | None:
+        """The module applied between the residual stream and the unembedding, if known."""
+        return None
+
     def default_hook(self, model: nn.Module, layer: int) -> str:
         raise HookError(f"{type(self).__name__} has no default hook for layer={layer}; pass hook=")
 

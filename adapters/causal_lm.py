@@ -27,6 +27,7 @@ class DecoderLayout:
     layers: str = "layers"
     mlp: str = "mlp"
     attn: str = "self_attn"
+    norm: str = "norm"
 
 
 LAYOUTS: dict[str, DecoderLayout] = {
@@ -38,11 +39,11 @@ LAYOUTS: dict[str, DecoderLayout] = {
     "gemma": DecoderLayout(),
     "gemma2": DecoderLayout(),
     "gemma3_text": DecoderLayout(),
-    "gemma3": DecoderLayout(layers="language_model.layers"),
+    "gemma3": DecoderLayout(layers="language_model.layers", norm="language_model.norm"),
     "phi3": DecoderLayout(),
     "olmo2": DecoderLayout(),
-    "gpt2": DecoderLayout(layers="h", attn="attn"),
-    "gpt_neox": DecoderLayout(attn="attention"),
+    "gpt2": DecoderLayout(layers="h", attn="attn", norm="ln_f"),
+    "gpt_neox": DecoderLayout(attn="attention", norm="final_layer_norm"),
 }
 
 
@@ -68,6 +69,10 @@ class DecoderAdapter(Adapter):
                     if m is mods:
                         return n, mods
         raise HookError(f"cannot find the decoder layers ({lay.layers!r}) of {type(model).__name__}")
+
+    def final_norm(self, model: nn.Module) -> nn.Module | None:
+        """The norm between the last layer and the unembedding (None when there is none)."""
+        return _sub(self.base(model), self.layout(model).norm)
 
     def width(self, model: nn.Module) -> int | None:
         cfg = getattr(model, "config", None)

@@ -1,8 +1,9 @@
-"""The ``saesteer`` command: inspect SAEs, list hooks, generate with and without edits.
+"""The ``saesteer`` command: steer, find features, train, inspect.
 
-``saesteer generate "Tell me about the sea" --sae DIR --hook blocks.15.hook_resid_post --clamp 12=8``
-prints the unsteered and the steered continuation side by side (one batched generate: row 0 plain,
-row 1 steered). ``--model smollm2`` (the default) is the offline SmolLM2-135M-Instruct.
+``saesteer generate "Tell me about the sea" --clamp 1234=8`` prints the unsteered and the steered
+continuation side by side (one batched generate: row 0 plain, row 1 steered), on the embedded default
+(SmolLM2-135M-Instruct + the bundled SAE) unless ``--model``/``--sae`` say otherwise.
+``saesteer features --search shakespeare`` finds features by label; ``saesteer train`` trains an SAE.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     if not edits:
         raise SaesteerError("give at least one edit: --clamp F=V, --scale F=S, --add F=A or --erase F")
     model, tok = load_model(a.model, torch.bfloat16 if a.bf16 else torch.float32)
-    sm = saesteer.wrap(model, a.sae, hook=a.hook, layer=a.layer, tokenizer=tok)
+    sm = saesteer.wrap(model, a.sae or _default_sae(), hook=a.hook, layer=a.layer, tokenizer=tok)
     tok.padding_side = "left"
     text = a.prompt
     if getattr(tok, "chat_template", None) and not a.raw:
@@ -71,6 +72,37 @@ def cmd_generate(a: argparse.Namespace) -> int:
     plain, steered = (tok.decode(out[r, n:], skip_special_tokens=True).strip() for r in (0, 1))
     print(f"prompt : {a.prompt}\nedits  : {', '.join(map(repr, edits))}\n")
     print(f"--- unsteered ---\n{plain}\n\n--- steered ---\n{steered}")
+    return 0
+
+
+def _default_sae() -> str:
+    from saesteer.embedded import default_sae_path
+
+    return str(default_sae_path())
+
+
+def cmd_features(a: argparse.Namespace) -> int:
+    sae = saesteer.load_sae(a.sae or _default_sae())
+    if sae.labels is None:
+        raise SaesteerError("this SAE has no feature labels (feature_labels.json.gz beside it)")
+    if a.show is not None:
+        info = sae.labels.info(sae.check_feature(a.show))
+        print(f"feature {a.show}: {info['label']}\n  fires on {info['density']:.3%} of tokens; "
+              f"logit effect: {', '.join(map(repr, info['logit_tokens']))}")
+        for c in info["contexts"]:
+            print(f"  {c['value']:7.2f} [{c['source']}] {c['text']!r}")
+        return 0
+    if a.text is not None:
+        model, tok = load_model(a.model)
+        sm = saesteer.wrap(model, sae, tokenizer=tok)
+        print(sm.features(**tok(a.text, return_tensors="pt"), top_k=a.top))
+        return 0
+    hits = sae.labels.search(a.search or "", top=a.top)
+    if not hits:
+        print(f"no feature matches {a.search!r}")
+        return 1
+    for m in hits:
+        print(f"{m.feature:>6}  {m.score:6.1f}  {m.label}")
     return 0
 
 
@@ -97,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="unsteered vs steered continuation of a prompt")
     g.add_argument("prompt")
     g.add_argument("--model", default="smollm2", help="'smollm2' (offline default), a folder or a hub id")
-    g.add_argument("--sae", required=True, help="SAE folder/file or hub id")
+    g.add_argument("--sae", default=None, help="SAE folder/file or hub id (default: the bundled SAE)")
     g.add_argument("--hook", default=None, help="e.g. blocks.15.hook_resid_post (default: the SAE's own)")
     g.add_argument("--layer", type=int, default=None)
     g.add_argument("--clamp", action="append", default=[], metavar="F=V")
@@ -109,6 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bf16", action="store_true", help="run the model in bfloat16 (faster on CPU)")
     g.add_argument("--raw", action="store_true", help="no chat template")
     g.set_defaults(fn=cmd_generate)
+
+    f = sub.add_parser("features", help="find features by label, show one, or see which fire on a text")
+    f.add_argument("--search", default=None, metavar="WORDS", help="e.g. shakespeare, python, thou")
+    f.add_argument("--show", type=int, default=None, metavar="F", help="one feature's record")
+    f.add_argument("--text", default=None, help="print the top features of every token of this text")
+    f.add_argument("--sae", default=None)
+    f.add_argument("--model", default="smollm2")
+    f.add_argument("--top", type=int, default=10)
+    f.set_defaults(fn=cmd_features)
+
+    t = sub.add_parser("train", help="train an SAE (see `saesteer train --help`)", add_help=False)
+    t.set_defaults(fn=None)
 
     i = sub.add_parser("inspect", help="print an SAE's configuration")
     i.add_argument("path")
@@ -123,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``saesteer`` command; errors are printed, not raised."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        from saesteer.train.cli import train_main
+
+        return int(train_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)

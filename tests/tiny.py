@@ -77,3 +77,21 @@ def batch(B: int = 2, T: int = 7, seed: int = 3, left_pad: tuple[int, ...] = ())
         ids[b, :n] = 0
         mask[b, :n] = 0
     return {"input_ids": ids, "attention_mask": mask}
+
+
+class CharTokenizer:
+    """A character-level stand-in for a HF tokenizer (ids 3..VOCAB-1; 0 is pad), enough for code that
+    only calls ``tok(text, add_special_tokens=False)``, ``decode`` and ``pad_token_id``."""
+
+    pad_token_id = 0
+    eos_token_id = 2
+    bos_token_id = 1
+
+    def __call__(self, text, add_special_tokens=False, **kw):
+        return {"input_ids": [3 + (ord(c) % (VOCAB - 3)) for c in text]}
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(chr(32 + (int(i) - 3) % 95) if int(i) >= 3 else "" for i in ids)
+
+    def convert_ids_to_tokens(self, ids):
+        return [self.decode([i]) for i in ids]

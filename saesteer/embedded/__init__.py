@@ -1,5 +1,6 @@
 """Small models saesteer can load without network access."""
 
+from saesteer.embedded.default import DEFAULT_SAE_NAME, default_sae_path, load_default
 from saesteer.embedded.smollm2 import (
     GGUF_FILE,
     EmbeddedModelMissingError,
@@ -7,4 +8,4 @@ from saesteer.embedded.smollm2 import (
     smollm2_path,
 )
 
-__all__ = ["GGUF_FILE", "EmbeddedModelMissingError", "load_smollm2", "smollm2_path"]
+__all__ = ["DEFAULT_SAE_NAME", "default_sae_path", "load_default", "GGUF_FILE", "EmbeddedModelMissingError", "load_smollm2", "smollm2_path"]

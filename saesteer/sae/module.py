@@ -85,6 +85,8 @@ class SAE(nn.Module):
     ) -> None:
         super().__init__()
         self.cfg = cfg
+        #: feature labels (a :class:`saesteer.labels.FeatureLabels`) when the files had them
+        self.labels: Any = None
         d, F = cfg.d_in, cfg.d_sae
         kw = {"dtype": dtype, "device": device}
         self.W_enc = nn.Parameter(torch.zeros(d, F, **kw))

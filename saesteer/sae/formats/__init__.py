@@ -268,6 +268,9 @@ def load_sae(
         p = p / hookpoint
     sae = reader.load(p, hookpoint=hookpoint)
     _apply_extra(sae, extra)
+    from saesteer.labels import FeatureLabels
+
+    sae.labels = FeatureLabels.find(p if p.is_dir() else p.parent)
     sae = sae.to(device=device, dtype=dtype or torch.float32)
     return sae.eval()
 

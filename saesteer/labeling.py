@@ -1,0 +1,135 @@
+"""Label every feature of an SAE from text, with no language model in the loop.
+
+For each feature: its top-activating contexts in the given documents (with each document's source),
+the tokens it fires hardest on, where those contexts come from, and its top logit-effect tokens
+(its decoder row through the final norm and the unembedding). The short label joins the three.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from saesteer.labels import FeatureLabels
+from saesteer.sae.module import SAE
+
+
+def _tok_text(tok: Any, ids: Sequence[int]) -> str:
+    return tok.decode(list(ids), skip_special_tokens=False)
+
+
+@torch.no_grad()
+def logit_tokens(model: nn.Module, tok: Any, sae: SAE, top: int = 10) -> list[list[str]]:
+    """Per feature, the ``top`` tokens whose logits its decoder row raises most: ``lm_head(norm(W_dec[i]))``."""
+    from saesteer import adapters
+
+    head = model.get_output_embeddings()
+    norm = adapters.adapter_for(model).final_norm(model)
+    out: list[list[str]] = []
+    dtype = head.weight.dtype
+    for rows in sae.W_dec.detach().split(512):
+        h = rows.to(head.weight.device, dtype)
+        if norm is not None:
+            h = norm(h)
+        ids = head(h).float().topk(top, dim=-1).indices
+        out += [[tok.decode([int(t)]) for t in r] for r in ids]
+    return out
+
+
+@torch.no_grad()
+def label_features(
+    model: nn.Module,
+    tok: Any,
+    sae: SAE,
+    hook: str,
+    docs: Iterable[tuple[str, str]],
+    *,
+    context: int = 128,
+    batch_size: int = 16,
+    keep: int = 20,
+    show: int = 5,
+    window: tuple[int, int] = (12, 3),
+    progress: bool = True,
+) -> FeatureLabels:
+    """Label every feature of ``sae`` at ``hook`` from ``docs`` = ``(text, source)`` pairs.
+
+    Each document is cut to ``context`` tokens; position 0 (attention sink) is left out. Per
+    feature the ``keep`` strongest activations are kept (for token and source statistics) and
+    ``show`` of them stored as contexts (``window`` tokens before/after). Cost: one forward up to
+    the hook and one full encode per batch; memory: ``keep x d_sae`` running maxima.
+    """
+    from saesteer.train.activations import capture_activations
+
+    docs = list(docs)
+    F = sae.d_sae
+    best_v = torch.full((keep, F), -1.0)
+    best_i = torch.zeros((keep, F), dtype=torch.long)  # flat index: doc * context + pos
+    fired = torch.zeros(F)
+    n_tokens = 0
+    all_ids: list[list[int]] = []
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    bar = tqdm(range(0, len(docs), batch_size), desc="label", disable=not progress)
+    for s in bar:
+        group = [tok(t, add_special_tokens=False)["input_ids"][:context] for t, _ in docs[s:s + batch_size]]
+        all_ids += group
+        T = max(len(g) for g in group)
+        ids = torch.tensor([g + [pad] * (T - len(g)) for g in group])
+        valid = torch.tensor([[0 < j < len(g) for j in range(T)] for g in group])
+        x = capture_activations(model, hook, ids)  # right padding: real tokens never see pads
+        f = sae.encode(x.to(sae.device, sae.dtype)).float().cpu()
+        f[~valid] = 0.0
+        fired += (f > 0).sum((0, 1)).float()
+        n_tokens += int(valid.sum())
+        flat = f.reshape(-1, F)
+        k = min(keep, flat.shape[0])
+        v, i = flat.topk(k, dim=0)
+        rows = i // T
+        flat_idx = (rows + s) * context + (i % T)
+        cat_v, cat_i = torch.cat([best_v, v]), torch.cat([best_i, flat_idx])
+        top = cat_v.topk(keep, dim=0).indices
+        best_v, best_i = cat_v.gather(0, top), cat_i.gather(0, top)
+    logits = logit_tokens(model, tok, sae)
+    records = []
+    for feat in range(F):
+        entries = [(float(v), int(i)) for v, i in zip(best_v[:, feat], best_i[:, feat]) if v > 0]
+        toks = Counter()
+        srcs = Counter()
+        contexts = []
+        for rank, (v, i) in enumerate(entries):
+            d, p = divmod(i, context)
+            ids = all_ids[d]
+            toks[tok.decode([ids[p]])] += 1
+            srcs[docs[d][1]] += 1
+            if rank < show:
+                a, b = max(0, p - window[0]), min(len(ids), p + 1 + window[1])
+                contexts.append({"text": _tok_text(tok, ids[a:p]) + "«" + _tok_text(tok, ids[p:p + 1]) + "»"
+                                 + _tok_text(tok, ids[p + 1:b]), "value": round(v, 3), "source": docs[d][1]})
+        n = max(len(entries), 1)
+        records.append({
+            "feature": feat,
+            "density": float(fired[feat]) / max(n_tokens, 1),
+            "max_activation": entries[0][0] if entries else 0.0,
+            "top_tokens": [t for t, _ in toks.most_common(5)],
+            "sources": {k: round(c / n, 3) for k, c in srcs.most_common()},
+            "logit_tokens": logits[feat],
+            "contexts": contexts,
+        })
+        records[-1]["label"] = short_label(records[-1])
+    meta = {"hook": hook, "documents": len(docs), "tokens": n_tokens, "context": context}
+    return FeatureLabels(records, meta)
+
+
+def short_label(r: dict[str, Any]) -> str:
+    """``'thou' 'thee' | shakespeare 90% | -> art, hast`` from a feature record; ``dead`` if it never fired."""
+    if not r.get("top_tokens"):
+        return "dead (never fired on the labelling text)"
+    toks = " ".join(repr(t.strip() or t) for t in r["top_tokens"][:3])
+    src, share = max(r["sources"].items(), key=lambda kv: kv[1])
+    parts = [toks, f"{src} {share:.0%}"]
+    if r.get("logit_tokens"):
+        parts.append("-> " + ", ".join((t.strip() or repr(t)) for t in r["logit_tokens"][:3]))
+    return " | ".join(parts)

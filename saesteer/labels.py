@@ -1,0 +1,119 @@
+"""Feature labels: what each SAE feature responds to and what it writes, stored beside the SAE.
+
+``feature_labels.json.gz`` (plain gzipped JSON, never pickle) holds, per feature: a short ``label``,
+its most frequent top-activating tokens, its top logit-effect tokens (decoder row through the
+unembedding), the corpus sources of its top contexts, a few top-activating contexts, and how often
+it fires. ``load_sae`` attaches the labels it finds as ``sae.labels``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+FILE = "feature_labels.json.gz"
+
+
+@dataclass(frozen=True)
+class Match:
+    """One search hit: the feature, how well it matched, and its label."""
+
+    feature: int
+    score: float
+    label: str
+
+
+class FeatureLabels(Mapping[int, str]):
+    """Read-only mapping ``feature -> label`` with the full record per feature and a search.
+
+    ``labels[i]`` is the short label; ``labels.info(i)`` the whole record;
+    ``labels.search("thou")`` ranks features whose sources, top tokens, logit tokens or contexts
+    mention the word. Cost: the file is read once (a few MB for thousands of features).
+    """
+
+    def __init__(self, records: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> None:
+        self._by_id = {int(r["feature"]): r for r in records}
+        self.meta = dict(meta or {})
+
+    # Mapping protocol ------------------------------------------------------------------------
+    def __getitem__(self, feature: int) -> str:
+        return str(self._by_id[int(feature)].get("label", ""))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self._by_id))
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def info(self, feature: int) -> dict[str, Any]:
+        """The whole record of one feature (label, top tokens, logit tokens, sources, contexts)."""
+        return dict(self._by_id[int(feature)])
+
+    # search ----------------------------------------------------------------------------------
+    def search(self, query: str, top: int = 10) -> list[Match]:
+        """Features matching every word of ``query`` (case-insensitive), best first.
+
+        A word scores 4 when it names the dominant source, 3 per top-activating token it equals,
+        2 per logit token it equals, 1 when it appears in the label, and 0.5 per context holding
+        it. Features missing any word are dropped.
+        """
+        words = [w for w in re.split(r"\s+", query.lower().strip()) if w]
+        if not words:
+            return []
+        hits = []
+        for f, r in self._by_id.items():
+            total = 0.0
+            for w in words:
+                s = _score(r, w)
+                if s == 0:
+                    break
+                total += s
+            else:
+                hits.append(Match(f, total * (0.5 + min(float(r.get("density", 0.0)) * 200, 0.5)), self[f]))
+        hits.sort(key=lambda m: (-m.score, m.feature))
+        return hits[:top]
+
+    # files -----------------------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike) -> Path:
+        path = Path(folder) / FILE
+        data = {"meta": self.meta, "features": [self._by_id[f] for f in sorted(self._by_id)]}
+        with gzip.open(path, "wt", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False, separators=(",", ":"))
+        return path
+
+    @classmethod
+    def load(cls, folder_or_file: str | os.PathLike) -> "FeatureLabels":
+        p = Path(folder_or_file)
+        path = p / FILE if p.is_dir() else p
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            data = json.load(fh)
+        return cls(list(data["features"]), data.get("meta"))
+
+    @classmethod
+    def find(cls, folder: str | os.PathLike) -> "FeatureLabels | None":
+        """The labels stored in ``folder``, or None when it has none."""
+        p = Path(folder)
+        return cls.load(p) if p.is_dir() and (p / FILE).is_file() else None
+
+
+def _norm(t: str) -> str:
+    return t.replace("Ġ", " ").replace("Ċ", "\n").strip().lower()
+
+
+def _score(r: dict[str, Any], w: str) -> float:
+    s = 0.0
+    sources = r.get("sources") or {}
+    if sources:
+        top_src, share = max(sources.items(), key=lambda kv: kv[1])
+        if w in top_src.lower() and share >= 0.5:
+            s += 4
+    s += 3 * sum(_norm(t) == w for t in r.get("top_tokens", []))
+    s += 2 * sum(_norm(t) == w for t in r.get("logit_tokens", []))
+    s += 1 if w in str(r.get("label", "")).lower() else 0
+    s += 0.5 * sum(w in str(c.get("text", "")).lower() for c in r.get("contexts", []))
+    return s
