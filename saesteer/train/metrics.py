@@ -1,0 +1,197 @@
+"""How good an SAE is: L0, FVU, dead fraction on activations, and CE-loss recovered on held-out text.
+
+- ``L0``: mean number of non-zero features per token.
+- ``FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2`` over the evaluation tokens (0: perfect; 1:
+  no better than the mean activation).
+- dead fraction: features that never fired on the evaluation set.
+- CE-loss recovered ``= (CE_zero_ablated - CE_spliced) / (CE_zero_ablated - CE_clean)``: the next-token
+  loss with ``decode(encode(x))`` spliced in at the hook (through :func:`saesteer.wrap`, edit mode
+  ``"reconstruct"``), against the clean model and against the hooked tensor replaced by zeros.
+  Pad tokens are never counted (nor spliced, nor ablated).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from saesteer.sae.module import SAE
+
+
+def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    """Fraction of variance unexplained of ``x_hat`` for ``x [n, d]``."""
+    x, x_hat = x.double(), x_hat.double()
+    return float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-30))
+
+
+def l0(f: torch.Tensor) -> float:
+    """Mean number of non-zero features per row of ``f [n, d_sae]``."""
+    return float((f != 0).sum(-1).double().mean())
+
+
+class ActivationStats:
+    """Accumulates L0, FVU (about the global mean) and the fired features over many batches."""
+
+    def __init__(self, d_sae: int) -> None:
+        self.n = 0
+        self.err = 0.0
+        self.sum: torch.Tensor | None = None
+        self.sumsq = 0.0
+        self.active = 0
+        self.fired = torch.zeros(d_sae, dtype=torch.bool)
+
+    @torch.no_grad()
+    def add(self, sae: SAE, x: torch.Tensor) -> None:
+        """Encode and decode ``x [n, d_in]`` and add its figures. Cost: one encode and decode."""
+        if x.shape[0] == 0:
+            return
+        xs = x.to(sae.device, sae.dtype)
+        f = sae.encode(xs)
+        x_hat = sae.decode(f, *sae.normalize(xs)[1:])
+        xd = xs.double()
+        self.err += float((xd - x_hat.double()).pow(2).sum())
+        s = xd.sum(0).cpu()
+        self.sum = s if self.sum is None else self.sum + s
+        self.sumsq += float(xd.pow(2).sum())
+        self.n += x.shape[0]
+        nz = f != 0
+        self.active += int(nz.sum())
+        self.fired |= nz.any(0).cpu()
+
+    def result(self) -> dict[str, float]:
+        if self.n == 0 or self.sum is None:
+            raise ValueError("no activations were evaluated")
+        var = self.sumsq - float(self.sum.pow(2).sum()) / self.n
+        return {"l0": self.active / self.n, "fvu": self.err / max(var, 1e-30),
+                "dead_fraction": float((~self.fired).double().mean()), "eval_tokens": self.n}
+
+
+def activation_metrics(sae: SAE, blocks: Iterable[torch.Tensor]) -> dict[str, float]:
+    """L0, FVU and dead fraction of ``sae`` over activation blocks ``[n, d_in]`` (e.g. a
+    :class:`~saesteer.train.cache.CachedActivations`). Cost: one encode/decode per block."""
+    stats = ActivationStats(sae.d_sae)
+    for x in blocks:
+        stats.add(sae, x)
+    return stats.result()
+
+
+def _positions(mask: torch.Tensor, first: int) -> torch.Tensor:
+    """Tokens at absolute (non-pad) position >= ``first`` that are not pads: ``[B, T]`` bool."""
+    pos = mask.long().cumsum(-1) - 1
+    return (pos >= first) & mask.bool()
+
+
+def _replace(output: Any, y: torch.Tensor) -> Any:
+    if isinstance(output, torch.Tensor):
+        return y
+    if isinstance(output, tuple):
+        return (y,) + tuple(output[1:])
+    if isinstance(output, list):
+        return [y] + list(output[1:])
+    raise TypeError(f"cannot replace a {type(output).__name__} output")
+
+
+@contextmanager
+def _tap(point: Any, box: dict[str, torch.Tensor], zero: torch.Tensor | None = None) -> Iterator[None]:
+    """Capture the hooked tensor into ``box['x']``; with ``zero`` (a [B, T] mask) also replace it by
+    zeros at those positions. The hook is removed on exit."""
+
+    def swap(x: torch.Tensor) -> torch.Tensor | None:
+        box["x"] = x.detach()
+        if zero is None:
+            return None
+        m = zero.to(x.device).unsqueeze(-1)
+        return torch.where(m, torch.zeros_like(x), x)
+
+    def on_output(module: nn.Module, args: Any, output: Any) -> Any:
+        x = output if isinstance(output, torch.Tensor) else output[0]
+        y = swap(x)
+        return None if y is None else _replace(output, y)
+
+    def on_input(module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        if args and isinstance(args[0], torch.Tensor):
+            y = swap(args[0])
+            return None if y is None else ((y,) + tuple(args[1:]), kwargs)
+        y = swap(kwargs["hidden_states"])
+        return None if y is None else (args, {**kwargs, "hidden_states": y})
+
+    if point.io == "input":
+        handle = point.module.register_forward_pre_hook(on_input, with_kwargs=True)
+    else:
+        handle = point.module.register_forward_hook(on_output)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _ce_sum(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
+    """Summed next-token CE over predictions whose input and target are both non-pad."""
+    valid = (mask[:, 1:] & mask[:, :-1]).bool()
+    lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    nll = -lp.gather(-1, ids[:, 1:, None].to(lp.device)).squeeze(-1)
+    return float(nll[valid.to(nll.device)].double().sum()), int(valid.sum())
+
+
+@torch.no_grad()
+def evaluate_sae(
+    sae: SAE,
+    model: nn.Module,
+    hook: str,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    batch_size: int = 8,
+    drop_first: bool = True,
+) -> dict[str, float]:
+    """All held-out metrics of ``sae`` at ``hook`` on ``input_ids [n, T]``: L0, FVU, dead fraction
+    (on the hooked activations) and CE clean / spliced / zero-ablated / recovered.
+
+    ``drop_first``: leave position 0 of every row out of everything but the CE (not measured, not
+    spliced, not ablated), as the SAE was trained without it. Cost: three forwards of the model and
+    one SAE encode/decode per batch of ``batch_size`` rows. The model is left as it was.
+    """
+    import saesteer
+    from saesteer import adapters
+    from saesteer.edits import EditSet
+    from saesteer.positions import Positions
+
+    point = adapters.resolve(model, hook)
+    device = next((p.device for p in model.parameters() if p.device.type != "meta"), torch.device("cpu"))
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    first = 1 if drop_first else 0
+    edits = EditSet(mode="reconstruct", positions=Positions.range((first, None)) if first else Positions.all())
+    stats = ActivationStats(sae.d_sae)
+    ce = {"clean": [0.0, 0], "spliced": [0.0, 0], "zero": [0.0, 0]}
+    steered = saesteer.wrap(model, sae, hook=point.name)
+    try:
+        for i in range(0, input_ids.shape[0], batch_size):
+            ids = input_ids[i:i + batch_size].to(device)
+            mask = attention_mask[i:i + batch_size].to(device)
+            where = _positions(mask, first)
+            box: dict[str, torch.Tensor] = {}
+            with _tap(point, box):
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            stats.add(sae, box["x"][where].float())
+            s, n = _ce_sum(logits, ids, mask)
+            ce["clean"][0] += s
+            ce["clean"][1] += n
+            logits = steered(input_ids=ids, attention_mask=mask, edits=edits).logits
+            s, _ = _ce_sum(logits, ids, mask)
+            ce["spliced"][0] += s
+            with _tap(point, {}, zero=where):
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            s, _ = _ce_sum(logits, ids, mask)
+            ce["zero"][0] += s
+    finally:
+        steered.unwrap()
+    out = stats.result()
+    n = max(ce["clean"][1], 1)
+    clean, spliced, zero = ce["clean"][0] / n, ce["spliced"][0] / n, ce["zero"][0] / n
+    out.update(ce_clean=clean, ce_spliced=spliced, ce_zero_ablated=zero,
+               ce_loss_recovered=(zero - spliced) / (zero - clean) if zero != clean else float("nan"))
+    return out
