@@ -3,10 +3,11 @@ SmolLM2-135M-Instruct and measure what the generated text becomes.
 
     python examples/concept_steering.py            # ~3 min on 2 CPU cores (bf16)
 
-For each concept (Shakespeare, Python code, the King James Bible) the feature is found by label
-search (the source its top contexts come from); among the top 3 hits and two clamp values, the one
-whose steered text has the highest keyword rate on 4 *selection* prompts is kept, then measured on
-20 other neutral prompts. Reported per concept, unsteered vs steered:
+For each concept (Shakespeare, Python code, the King James Bible) candidate features are found by
+label search (the source their top contexts come from, plus a typical word: "kjv unto"); among up
+to 6 candidates and two clamp values (1x and 2x the feature's largest activation seen when
+labelling), the one whose steered text has the highest keyword rate on 4 *selection* prompts is
+kept, then measured on 20 other neutral prompts. Reported per concept, unsteered vs steered:
   - feat: the feature's mean activation on the generated tokens, read by the unsteered model;
   - kw/100w: concept keywords per 100 generated words (independent of the SAE);
   - ppl: perplexity of the generated tokens under the unsteered model.
@@ -24,12 +25,12 @@ import saesteer
 from saesteer.embedded import load_default
 
 CONCEPTS = {
-    "shakespeare": ("shakespeare", {"thou", "thee", "thy", "thine", "hath", "doth", "art", "shalt", "ere", "tis",
+    "shakespeare": (("shakespeare thou", "shakespeare thy", "shakespeare"), {"thou", "thee", "thy", "thine", "hath", "doth", "art", "shalt", "ere", "tis",
                                     "wherefore", "hast", "o", "lord", "sir", "good", "my", "love", "nay", "ay",
                                     "prithee", "mine", "king", "fair", "sweet"}),
-    "python": ("python", {"def", "import", "return", "print", "self", "class", "none", "true", "false", "lambda",
+    "python": (("python def", "python import", "python return", "python"), {"def", "import", "return", "print", "self", "class", "none", "true", "false", "lambda",
                           "int", "str", "list", "dict", "for", "in", "if", "else", "x", "i", "len", "range"}),
-    "bible": ("kjv", {"lord", "god", "unto", "shall", "thee", "thou", "hath", "said", "israel", "jesus", "behold",
+    "bible": (("kjv unto", "kjv lord", "kjv"), {"lord", "god", "unto", "shall", "thee", "thou", "hath", "said", "israel", "jesus", "behold",
                       "thy", "ye", "saith", "heaven", "spirit", "king", "children", "of", "and"}),
 }
 SELECT = ["Tell me something interesting.", "What should I cook tonight?", "Describe your morning.",
@@ -91,8 +92,8 @@ def main() -> None:
     base_enc = chat(tok, PROMPTS)
     base_out = sm.generate(**base_enc, **gen)
     rows = []
-    for concept, (query, keywords) in CONCEPTS.items():
-        cands = [m.feature for m in labels.search(query, top=3)]
+    for concept, (queries, keywords) in CONCEPTS.items():
+        cands = list(dict.fromkeys(m.feature for q in queries for m in labels.search(q, top=2)))[:6]
         trials = [(f, mult * labels.info(f)["max_activation"]) for f in cands for mult in (1.0, 2.0)]
         sel = chat(tok, SELECT * len(trials))
         per_row = [saesteer.Clamp(f, v) for f, v in trials for _ in SELECT]

@@ -58,7 +58,8 @@ class FeatureLabels(Mapping[int, str]):
     def search(self, query: str, top: int = 10) -> list[Match]:
         """Features matching every word of ``query`` (case-insensitive), best first.
 
-        A word scores 4 when it names the dominant source, 3 per top-activating token it equals,
+        A word scores 4 x share when it names the source of at least half of the feature's top
+        contexts, 3 per top-activating token it equals,
         2 per logit token it equals, 1 when it appears in the label, and 0.5 per context holding
         it. Features missing any word are dropped.
         """
@@ -111,7 +112,7 @@ def _score(r: dict[str, Any], w: str) -> float:
     if sources:
         top_src, share = max(sources.items(), key=lambda kv: kv[1])
         if w in top_src.lower() and share >= 0.5:
-            s += 4
+            s += 4 * share
     s += 3 * sum(_norm(t) == w for t in r.get("top_tokens", []))
     s += 2 * sum(_norm(t) == w for t in r.get("logit_tokens", []))
     s += 1 if w in str(r.get("label", "")).lower() else 0

@@ -11,6 +11,11 @@ Stages (each skipped when its output exists; ``--stages`` picks some):
           reconstruction spliced in with saesteer itself), written into its training card
   labels  per feature: top-activating held-out contexts, top logit-effect tokens, source mix
   export  fp16 weights + card + labels into saesteer/embedded/assets/<name>/
+  check   re-measure the exported (fp16) SAE on held-out text and print PASS/FAIL against the
+          targets: FVU <= 0.25 (over ordinary tokens: the few attention-sink tokens with ~100x
+          norms are left out, see saesteer.train.metrics), dead latents <= 5%, CE-loss recovered
+          >= 80% (every token spliced, sinks included)
+          (``python scripts/build_default_sae.py --stages check`` needs only the corpus)
 """
 
 from __future__ import annotations
@@ -36,13 +41,14 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--corpus", default=os.environ.get("SAESTEER_CORPUS", str(cache / "corpus")))
     p.add_argument("--work", default=str(cache / f"build-{NAME}"), help="activation cache and training run")
     p.add_argument("--out", default=str(ASSETS))
-    p.add_argument("--stages", default="acts,train,eval,labels,export")
+    p.add_argument("--stages", default="acts,train,labels,export,check")
     p.add_argument("--tokens", type=int, default=2_200_000, help="distinct training activations")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--d-sae", type=int, default=4608)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--context", type=int, default=256)
     p.add_argument("--eval-chunks", type=int, default=96, help="held-out chunks for the card's figures")
+    p.add_argument("--dead-batches", type=int, default=25, help="x16 held-out chunks for the dead count")
     p.add_argument("--label-docs", type=int, default=1000, help="held-out documents for the labels")
     p.add_argument("--threads", type=int, default=None)
     return p.parse_args(argv)
@@ -128,6 +134,46 @@ def stage_export(a: argparse.Namespace, sae_dir: Path) -> Path:
     return out
 
 
+TARGETS = {"fvu_inliers": ("<=", 0.25), "dead_fraction": ("<=", 0.05), "ce_loss_recovered": (">=", 0.80)}
+
+
+def stage_check(a: argparse.Namespace, model, tok) -> bool:
+    from saesteer.sae import load_sae
+    from saesteer.train import evaluate_sae
+
+    import itertools
+
+    from saesteer.data import iter_corpus
+    from saesteer.train import ActivationSource, activation_metrics
+
+    sae = load_sae(a.out).float()
+    ids = heldout_chunks(a, model, tok)
+    m = evaluate_sae(sae, model, HOOK, ids, batch_size=8, drop_first=True)
+    # dead latents need more tokens than the CE splice: one cheap pass up to the hook
+    src = ActivationSource(model, HOOK, iter_corpus(a.corpus, "heldout"), tokenizer=tok, context_length=a.context,
+                           model_batch=16, drop_first=True)
+    wide = activation_metrics(sae, itertools.islice(src.raw_blocks(), a.dead_batches))
+    m["dead_fraction"], m["dead_eval_tokens"] = wide["dead_fraction"], wide["eval_tokens"]
+    print(f"[check] {a.out}: CE/FVU on {ids.numel()} held-out tokens, dead latents on {wide['eval_tokens']}; "
+          f"model {next(model.parameters()).dtype}")
+    card_path = Path(a.out) / "training_card.json"
+    card = json.loads(card_path.read_text())
+    card["heldout_check"] = {**{k: float(v) for k, v in m.items()}, "model_dtype": str(next(model.parameters()).dtype),
+                             "targets": {k: f"{op} {b}" for k, (op, b) in TARGETS.items()},
+                             "command": "python scripts/build_default_sae.py --stages check"}
+    card_path.write_text(json.dumps(card, indent=1))
+    ok = True
+    for key, value in sorted(m.items()):
+        if key in TARGETS:
+            op, bound = TARGETS[key]
+            good = value <= bound if op == "<=" else value >= bound
+            ok &= good
+            print(f"  {key:>20} = {value:.4f}   target {op} {bound}   {'PASS' if good else 'FAIL'}")
+        else:
+            print(f"  {key:>20} = {value:.4f}")
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
     if a.threads:
@@ -142,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         stage_labels(a, model, tok, sae_dir)
     if "export" in stages:
         stage_export(a, sae_dir)
+    if "check" in stages:
+        return 0 if stage_check(a, model, tok) else 1
     return 0
 
 

@@ -503,3 +503,18 @@ def test_hub_owner_repo_folder_form_and_saelens_release(fake_hub):
     assert torch.equal(sae2.W_enc, sae.W_enc)
     with pytest.raises(SAEFormatError, match="subfolder"):
         load_sae("gemma-scope-2b-pt-res-canonical")
+
+
+def test_save_keeps_half_precision(tmp_path):
+    """An fp16 SAE is stored as fp16 (half the bytes) and loads back as fp32 with the same values."""
+    from tiny import random_sae
+
+    sae = random_sae().half()
+    folder = save_sae(sae, tmp_path / "half")
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "sae_weights.safetensors"), "pt") as f:
+        assert f.get_tensor("W_dec").dtype == torch.float16
+    back = load_sae(folder)
+    assert back.dtype == torch.float32
+    assert torch.equal(back.W_dec, sae.W_dec.float())

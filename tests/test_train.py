@@ -398,3 +398,25 @@ def test_cli_trains_from_text_folder(tmp_path, lm):
     assert card["command"].startswith("saesteer train --model")
     assert saesteer.load_sae(out).cfg.k == 4
     assert (tmp_path / "cache" / "meta.json").is_file()
+
+
+def test_fvu_inliers_leaves_out_sink_tokens():
+    """A few huge-norm tokens dominate the variance; fvu_inliers is the FVU of the other tokens."""
+    from saesteer.train.metrics import ActivationStats
+    from tiny import random_sae
+
+    sae = random_sae()
+    torch.manual_seed(0)
+    x = torch.randn(400, 32)
+    x[::100] *= 500.0  # 4 attention-sink-like tokens
+    stats = ActivationStats(sae.d_sae)
+    stats.add(sae, x)
+    r = stats.result()
+    keep = torch.ones(400, dtype=torch.bool)
+    keep[::100] = False
+    with torch.no_grad():
+        xi = x[keep].double()
+        want = float((xi - sae(x[keep]).double()).pow(2).sum() / (xi - xi.mean(0)).pow(2).sum())
+    assert abs(r["fvu_inliers"] - want) < 1e-9
+    assert abs(r["outlier_fraction"] - 0.01) < 1e-12
+    assert r["fvu"] < r["fvu_inliers"]

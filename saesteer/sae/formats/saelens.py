@@ -201,7 +201,8 @@ def save(sae: SAE, folder: Path) -> Path:
     c = sae.cfg
     folder.mkdir(parents=True, exist_ok=True)
     arch = {"relu": "standard", "jumprelu": "jumprelu", "topk": "topk", "gated": "gated"}[c.architecture]
-    sd = {n: p.detach().to("cpu", torch.float32).contiguous() for n, p in sae.named_parameters()}
+    dtype = sae.dtype if sae.dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
+    sd = {n: p.detach().to("cpu", dtype).contiguous() for n, p in sae.named_parameters()}
     names = ["W_enc", "W_dec", "b_dec"] + {
         "standard": ["b_enc"], "jumprelu": ["b_enc", "threshold"], "topk": ["b_enc"],
         "gated": ["b_gate", "b_mag", "r_mag"],
@@ -222,7 +223,7 @@ def save(sae: SAE, folder: Path) -> Path:
     metadata.update({"sae_lens_version": version, "sae_lens_training_version": version,
                      "hook_name": c.hook_name, "model_name": c.model_name})
     cfg: dict[str, Any] = {
-        "d_in": c.d_in, "d_sae": c.d_sae, "dtype": "float32", "device": "cpu",
+        "d_in": c.d_in, "d_sae": c.d_sae, "dtype": str(dtype).removeprefix("torch."), "device": "cpu",
         "apply_b_dec_to_input": c.apply_b_dec_to_input, "normalize_activations": c.normalize,
         "reshape_activations": c.metadata.get("reshape_activations", "none"),
         "metadata": metadata, "architecture": arch,
