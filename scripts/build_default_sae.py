@@ -162,6 +162,7 @@ def stage_check(a: argparse.Namespace, model, tok) -> bool:
                              "targets": {k: f"{op} {b}" for k, (op, b) in TARGETS.items()},
                              "command": "python scripts/build_default_sae.py --stages check"}
     card_path.write_text(json.dumps(card, indent=1))
+    write_check_readme(Path(a.out), card)
     ok = True
     for key, value in sorted(m.items()):
         if key in TARGETS:
@@ -172,6 +173,24 @@ def stage_check(a: argparse.Namespace, model, tok) -> bool:
         else:
             print(f"  {key:>20} = {value:.4f}")
     return ok
+
+
+def write_check_readme(out: Path, card: dict) -> None:
+    """Append (or replace) the held-out check table in the SAE folder's README.md."""
+    c = card["heldout_check"]
+    readme = out / "README.md"
+    text = readme.read_text().split("\n## Held-out check")[0].rstrip() + "\n"
+    rows = [("FVU, ordinary tokens (target <= 0.25)", c["fvu_inliers"]),
+            ("FVU, all tokens incl. attention sinks", c["fvu"]),
+            ("share of attention-sink tokens left out of the first", c["outlier_fraction"]),
+            (f"dead latents on {int(c['dead_eval_tokens'])} tokens (target <= 0.05)", c["dead_fraction"]),
+            ("CE-loss recovered (target >= 0.80)", c["ce_loss_recovered"]),
+            ("CE clean / spliced / zero-ablated", f"{c['ce_clean']:.3f} / {c['ce_spliced']:.3f} / {c['ce_zero_ablated']:.3f}")]
+    table = "\n".join(f"| {k} | {v if isinstance(v, str) else f'{v:.4g}'} |" for k, v in rows)
+    readme.write_text(text + f"\n## Held-out check\n\nThe exported fp16 SAE re-measured on the corpus' held-out "
+                      f"split ({c['model_dtype']} model) by `{c['command']}`:\n\n| metric | value |\n|---|---|\n"
+                      f"{table}\n\nRebuild from nothing: `python scripts/build_corpus.py --out "
+                      f"~/.cache/saesteer/corpus && python scripts/build_default_sae.py` (about 45 min on 2 CPU cores).\n")
 
 
 def main(argv: list[str] | None = None) -> int:
