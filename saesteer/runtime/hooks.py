@@ -98,8 +98,12 @@ def _output_hook(att: Attachment, module: nn.Module, args: Any, output: Any) -> 
         return None
     x = output if isinstance(output, torch.Tensor) else output[0]
     y = run_attachment(att, state, x)
-    if y is x:
-        return None
+    return None if y is x else replace_first(output, y)
+
+
+def replace_first(output: Any, y: torch.Tensor) -> Any:
+    """A module output with its (first) activation tensor replaced by ``y``: tensor, tuple, list or
+    a ModelOutput-like mapping."""
     if isinstance(output, torch.Tensor):
         return y
     if isinstance(output, tuple):

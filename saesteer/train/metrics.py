@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
+from saesteer.runtime.hooks import replace_first
 from saesteer.sae.module import SAE
 
 
@@ -105,16 +106,6 @@ def _positions(mask: torch.Tensor, first: int) -> torch.Tensor:
     return (pos >= first) & mask.bool()
 
 
-def _replace(output: Any, y: torch.Tensor) -> Any:
-    if isinstance(output, torch.Tensor):
-        return y
-    if isinstance(output, tuple):
-        return (y,) + tuple(output[1:])
-    if isinstance(output, list):
-        return [y] + list(output[1:])
-    raise TypeError(f"cannot replace a {type(output).__name__} output")
-
-
 @contextmanager
 def _tap(point: Any, box: dict[str, torch.Tensor], zero: torch.Tensor | None = None) -> Iterator[None]:
     """Capture the hooked tensor into ``box['x']``; with ``zero`` (a [B, T] mask) also replace it by
@@ -130,7 +121,7 @@ def _tap(point: Any, box: dict[str, torch.Tensor], zero: torch.Tensor | None = N
     def on_output(module: nn.Module, args: Any, output: Any) -> Any:
         x = output if isinstance(output, torch.Tensor) else output[0]
         y = swap(x)
-        return None if y is None else _replace(output, y)
+        return None if y is None else replace_first(output, y)
 
     def on_input(module: nn.Module, args: tuple, kwargs: dict) -> Any:
         if args and isinstance(args[0], torch.Tensor):
