@@ -4,10 +4,11 @@ SmolLM2-135M-Instruct and measure what the generated text becomes.
     python examples/concept_steering.py            # ~3 min on 2 CPU cores (bf16)
 
 For each concept (Shakespeare, Python code, the King James Bible) candidate features are found by
-label search (the source their top contexts come from, plus a typical word: "kjv unto"); among up
-to 6 candidates and two clamp values (1x and 2x the feature's largest activation seen when
-labelling), the one whose steered text has the highest keyword rate on 4 *selection* prompts is
-kept, then measured on 20 other neutral prompts. Reported per concept, unsteered vs steered:
+their labels: the top label-search hits for the source plus a typical word ("kjv unto"), and the
+four densest features whose top contexts come >= 80% from that source (style features); among
+these 8 candidates and three clamp values (1.5x, 2x and 3x the feature's largest activation seen when
+labelling), the one whose steered text has the highest keyword rate on 4 *selection* prompts (and
+stays fluent: at least 35% of its words distinct) is kept, then measured on 20 other neutral prompts. Reported per concept, unsteered vs steered:
   - feat: the feature's mean activation on the generated tokens, read by the unsteered model;
   - kw/100w: concept keywords per 100 generated words (independent of the SAE);
   - ppl: perplexity of the generated tokens under the unsteered model.
@@ -24,15 +25,20 @@ import torch
 import saesteer
 from saesteer.embedded import load_default
 
-CONCEPTS = {
-    "shakespeare": (("shakespeare thou", "shakespeare thy", "shakespeare"), {"thou", "thee", "thy", "thine", "hath", "doth", "art", "shalt", "ere", "tis",
-                                    "wherefore", "hast", "o", "lord", "sir", "good", "my", "love", "nay", "ay",
-                                    "prithee", "mine", "king", "fair", "sweet"}),
-    "python": (("python def", "python import", "python return", "python"), {"def", "import", "return", "print", "self", "class", "none", "true", "false", "lambda",
-                          "int", "str", "list", "dict", "for", "in", "if", "else", "x", "i", "len", "range"}),
-    "bible": (("kjv unto", "kjv lord", "kjv"), {"lord", "god", "unto", "shall", "thee", "thou", "hath", "said", "israel", "jesus", "behold",
-                      "thy", "ye", "saith", "heaven", "spirit", "king", "children", "of", "and"}),
+CONCEPTS = {  # queries for the label search, and keywords that are rare in ordinary modern English
+    "shakespeare": (("shakespeare thou", "shakespeare thy", "shakespeare"),
+                    {"thou", "thee", "thy", "thine", "hath", "doth", "shalt", "ere", "tis", "wherefore", "hast",
+                     "o", "prithee", "nay", "ay", "sirrah", "methinks", "lord", "sir", "enter", "exit", "exeunt",
+                     "art", "dost", "wilt", "thus"}),
+    "python": (("python def", "python import", "python return", "python"),
+               {"def", "import", "return", "returns", "print", "self", "class", "none", "lambda", "int", "str",
+                "dict", "len", "range", "true", "false", "python", "function", "functions", "module", "object",
+                "argument", "arguments", "parameter", "method", "tuple", "list", "value", "values", "code"}),
+    "bible": (("kjv unto", "kjv lord", "kjv"),
+              {"lord", "god", "unto", "shall", "thee", "thou", "hath", "israel", "jesus", "behold", "thy", "ye",
+               "saith", "heaven", "spirit", "children", "sons", "lamb", "holy", "amen", "prophet", "jerusalem"}),
 }
+MULTS = (1.5, 2.0, 3.0)  # clamp values, in units of the feature's largest labelling activation
 SELECT = ["Tell me something interesting.", "What should I cook tonight?", "Describe your morning.",
           "Give me some advice."]
 PROMPTS = ["What is the weather like in spring?", "Tell me about your favourite animal.", "How do I make tea?",
@@ -93,8 +99,12 @@ def main() -> None:
     base_out = sm.generate(**base_enc, **gen)
     rows = []
     for concept, (queries, keywords) in CONCEPTS.items():
-        cands = list(dict.fromkeys(m.feature for q in queries for m in labels.search(q, top=2)))[:6]
-        trials = [(f, mult * labels.info(f)["max_activation"]) for f in cands for mult in (1.0, 2.0)]
+        source = queries[-1] if queries[-1] != "python" else "python-docs"
+        # style features: most of their top contexts from the concept's source, firing often
+        style = sorted((f for f in labels if labels.info(f)["sources"].get(source, 0) >= 0.8),
+                       key=lambda f: -labels.info(f)["density"])[:4]
+        cands = list(dict.fromkeys([m.feature for q in queries[:2] for m in labels.search(q, top=2)] + style))[:8]
+        trials = [(f, mult * labels.info(f)["max_activation"]) for f in cands for mult in MULTS]
         sel = chat(tok, SELECT * len(trials))
         per_row = [saesteer.Clamp(f, v) for f, v in trials for _ in SELECT]
         out = sm.generate(**sel, edits=[[e] for e in per_row], **gen)
@@ -102,8 +112,10 @@ def main() -> None:
         rates = []
         for t in range(len(trials)):
             texts = [tok.decode(out[t * len(SELECT) + i, n:], skip_special_tokens=True) for i in range(len(SELECT))]
+            # degenerate text ("unto unto unto ...") does not count: at least 35% of its words distinct
+            fluent = all(len(set(words(x))) >= 0.35 * max(len(words(x)), 1) for x in texts)
             rates.append(statistics.mean(100 * sum(w in keywords for w in words(x)) / max(len(words(x)), 1)
-                                         for x in texts))
+                                         for x in texts) if fluent else -1.0)
         feature, value = trials[max(range(len(trials)), key=rates.__getitem__)]
         steered = sm.generate(**base_enc, edits={feature: value}, **gen)
         b = measure(sm, tok, base_enc, base_out, feature, keywords)
