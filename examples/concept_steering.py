@@ -6,9 +6,10 @@ SmolLM2-135M-Instruct and measure what the generated text becomes.
 For each concept (Shakespeare, Python code, the King James Bible) candidate features are found by
 their labels: the top label-search hits for the source plus a typical word ("kjv unto"), and the
 four densest features whose top contexts come >= 80% from that source (style features); among
-these 8 candidates and three clamp values (1.5x, 2x and 3x the feature's largest activation seen when
+these 8 candidates and two clamp values (1x and 2x the feature's largest activation seen when
 labelling), the one whose steered text has the highest keyword rate on 4 *selection* prompts (and
-stays fluent: at least 35% of its words distinct) is kept, then measured on 20 other neutral prompts. Reported per concept, unsteered vs steered:
+stays fluent: at least 35% of its words distinct), plus 10x the feature's own mean activation on
+that output as read by the unsteered model, is kept, then measured on 20 other neutral prompts. Reported per concept, unsteered vs steered:
   - feat: the feature's mean activation on the generated tokens, read by the unsteered model;
   - kw/100w: concept keywords per 100 generated words (independent of the SAE);
   - ppl: perplexity of the generated tokens under the unsteered model.
@@ -38,7 +39,7 @@ CONCEPTS = {  # queries for the label search, and keywords that are rare in ordi
               {"lord", "god", "unto", "shall", "thee", "thou", "hath", "israel", "jesus", "behold", "thy", "ye",
                "saith", "heaven", "spirit", "children", "sons", "lamb", "holy", "amen", "prophet", "jerusalem"}),
 }
-MULTS = (1.5, 2.0, 3.0)  # clamp values, in units of the feature's largest labelling activation
+MULTS = (1.0, 2.0)  # clamp values, in units of the feature's largest labelling activation
 SELECT = ["Tell me something interesting.", "What should I cook tonight?", "Describe your morning.",
           "Give me some advice."]
 PROMPTS = ["What is the weather like in spring?", "Tell me about your favourite animal.", "How do I make tea?",
@@ -116,6 +117,12 @@ def main() -> None:
             fluent = all(len(set(words(x))) >= 0.35 * max(len(words(x)), 1) for x in texts)
             rates.append(statistics.mean(100 * sum(w in keywords for w in words(x)) / max(len(words(x)), 1)
                                          for x in texts) if fluent else -1.0)
+        for t, (f, _) in enumerate(trials):  # add the feature's own activation on the output (unsteered read)
+            if rates[t] < 0:
+                continue
+            span = slice(t * len(SELECT), (t + 1) * len(SELECT))
+            sub = {k: v[span] for k, v in sel.items()}
+            rates[t] += 10 * statistics.mean(measure(sm, tok, sub, out[span], f, keywords)["feat"])
         feature, value = trials[max(range(len(trials)), key=rates.__getitem__)]
         steered = sm.generate(**base_enc, edits={feature: value}, **gen)
         b = measure(sm, tok, base_enc, base_out, feature, keywords)
