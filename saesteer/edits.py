@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterable, Mapping, Sequence, Union
 
 import torch
@@ -176,6 +177,14 @@ class EditSet:
 
     def __bool__(self) -> bool:
         return bool(self.edits) or self.mode == "reconstruct"
+
+    @cached_property
+    def split(self) -> tuple[tuple[Edit, ...], tuple[Steer, ...], tuple[int, ...]]:
+        """``(feature edits, steers, sorted distinct edited features)``, derived once per set rather
+        than at every forward the set is applied to."""
+        feats = tuple(e for e in self.edits if isinstance(e, Edit))
+        steers = tuple(e for e in self.edits if isinstance(e, Steer))
+        return feats, steers, tuple(sorted({e.feature for e in feats}))
 
     def for_hook(self, hook: str, only: bool) -> "EditSet":
         """The edits aimed at attachment ``hook`` (edits with no hook go to the only attachment)."""

@@ -27,7 +27,7 @@ def _steer_step(sae: SAE, s: Steer, xs: torch.Tensor) -> torch.Tensor:
 
 
 def _edit_features(
-    f: torch.Tensor, feats: list[Edit], col: dict[int, int], es: EditSet, mask_of: MaskFn
+    f: torch.Tensor, feats: tuple[Edit, ...], col: dict[int, int], es: EditSet, mask_of: MaskFn
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Apply the feature edits in order to the columns ``col`` of ``f``; returns ``(f', touched)``."""
     f_new = f.clone()
@@ -49,15 +49,13 @@ def edit_activations(sae: SAE, x: torch.Tensor, es: EditSet, mask_of: MaskFn) ->
     ``[n_edited x d_in]`` matmul; reconstruct mode costs a full encode and decode.
     """
     xs = x if x.dtype == sae.dtype else x.to(sae.dtype)
-    feats = [e for e in es.edits if isinstance(e, Edit)]
-    steers = [e for e in es.edits if isinstance(e, Steer)]
+    feats, steers, features = es.split
     if es.mode == "reconstruct":
         return _reconstruct(sae, x, xs, es, feats, steers, mask_of)
 
     delta: torch.Tensor | None = None
     touched: torch.Tensor | None = None
     if feats:
-        features = sorted({e.feature for e in feats})
         col = {i: c for c, i in enumerate(features)}
         idx = torch.tensor(features, device=xs.device)
         scale = None
@@ -88,8 +86,8 @@ def _reconstruct(
     x: torch.Tensor,
     xs: torch.Tensor,
     es: EditSet,
-    feats: list[Edit],
-    steers: list[Steer],
+    feats: tuple[Edit, ...],
+    steers: tuple[Steer, ...],
     mask_of: MaskFn,
 ) -> torch.Tensor:
     """Output ``decode(f')`` at the set's positions (no error term), as sae-for-vlm does."""
@@ -98,7 +96,7 @@ def _reconstruct(
     f = sae.activate(sae.pre_activation(x_in), x_in)
     if es.zero_others:
         keep = torch.zeros_like(f)
-        named = torch.tensor(sorted({e.feature for e in feats}), device=f.device, dtype=torch.long)
+        named = torch.tensor(es.split[2], device=f.device, dtype=torch.long)
         keep[..., named] = f[..., named]
         f = keep
     if feats:
