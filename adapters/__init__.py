@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from saesteer.adapters.base import Adapter, HookPoint, resolve_module_path
+from saesteer.adapters.base import Adapter, HookPoint, ImageTokens, resolve_module_path
 from saesteer.adapters.causal_lm import DecoderAdapter
+from saesteer.adapters.llava import LlavaAdapter
+from saesteer.adapters.vision import VisionTowerAdapter
 
 REGISTRY: dict[str, Adapter] = {}
 
@@ -22,6 +24,8 @@ def register(adapter: Adapter) -> Adapter:
 
 
 register(DecoderAdapter())
+register(VisionTowerAdapter())
+register(LlavaAdapter())
 
 
 class GenericAdapter(Adapter):
@@ -39,4 +43,5 @@ def resolve(model: nn.Module, name: str) -> HookPoint:
     return adapter_for(model).resolve(model, name)
 
 
-__all__ = ["Adapter", "HookPoint", "REGISTRY", "adapter_for", "register", "resolve", "resolve_module_path"]
+__all__ = ["Adapter", "HookPoint", "ImageTokens", "REGISTRY", "adapter_for", "register", "resolve",
+           "resolve_module_path"]

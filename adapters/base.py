@@ -3,12 +3,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Callable, Literal
 
+import torch
 from torch import nn
 
 from saesteer.errors import HookError
+
+
+#: ``rows(args, kwargs)`` of the top-level call -> (image index of each row the vision tower sees, number
+#: of images), or None when it cannot tell (then row i is image i)
+RowsOfImages = Callable[[tuple, dict], "tuple[torch.Tensor, int] | None"]
+
+
+@dataclass(frozen=True)
+class ImageTokens:
+    """How a vision tower's token axis is laid out, so the core can steer image positions without
+    knowing the model: ``cls_tokens`` leading non-patch tokens (CLIP: 1, SigLIP: 0), then the patches
+    row by row (``patches`` per crop at the configured image size, None when unknown). ``rows`` maps
+    the rows the tower sees to images (several crops per image in LLaVA-NeXT). ``tower`` is the
+    module to call with ``pixel_values`` alone to reach the hook (image metrics use it so the rest of
+    the host, a language model say, never runs)."""
+
+    cls_tokens: int = 1
+    patches: int | None = None
+    rows: RowsOfImages | None = field(default=None, repr=False)
+    tower: nn.Module | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -17,7 +38,8 @@ class HookPoint:
 
     ``width`` is the size of the tensor's last dimension when the adapter knows it (None: checked
     when the first activation arrives). ``tokens`` says how the tensor's second axis maps to
-    positions: ``"text"`` means it runs along the top-level call's token sequence.
+    positions: ``"text"`` means it runs along the top-level call's token sequence, ``"image"`` that it
+    runs along one image's tokens laid out as ``image`` says (rows are images or crops, never padded).
     """
 
     name: str
@@ -26,6 +48,7 @@ class HookPoint:
     io: Literal["output", "input"] = "output"
     width: int | None = None
     tokens: str = "text"
+    image: ImageTokens | None = None
 
 
 class Adapter:
@@ -65,6 +88,11 @@ class Adapter:
 
     def default_hook(self, model: nn.Module, layer: int) -> str:
         raise HookError(f"{type(self).__name__} has no default hook for layer={layer}; pass hook=")
+
+    def inferred_hook(self, model: nn.Module) -> str | None:
+        """The hook to use when the caller names neither hook nor layer and the SAE's config names
+        none (LLaVA: the vision layer its ``vision_feature_layer`` reads); None when there is none."""
+        return None
 
 
 def module_width(module: nn.Module) -> int | None:

@@ -5,7 +5,7 @@
 >>> out = model.generate(**inputs, edits={1234: 8.0})      # clamp feature 1234 to 8.0
 """
 
-from saesteer.edits import Add, Clamp, Edit, EditSet, Erase, Scale, Steer
+from saesteer.edits import Add, Clamp, Edit, EditSet, Erase, Scale, Steer, sae_for_vlm
 from saesteer.errors import EditError, HookError, HubUnavailableError, SAEFormatError, SaesteerError
 from saesteer.features import FeatureActivations
 from saesteer.positions import Positions
@@ -17,6 +17,6 @@ __version__ = "0.1.0"
 __all__ = [
     "SAE", "SAEConfig", "load_sae", "save_sae",
     "wrap", "SteeredModel", "FeatureActivations",
-    "Edit", "Clamp", "Erase", "Scale", "Add", "Steer", "EditSet", "Positions",
+    "Edit", "Clamp", "Erase", "Scale", "Add", "Steer", "EditSet", "Positions", "sae_for_vlm",
     "SaesteerError", "SAEFormatError", "HookError", "EditError", "HubUnavailableError",
 ]

@@ -12,7 +12,8 @@ the output is ``x + decode(f') - decode(f)``: the SAE's reconstruction error sta
 =============  =====================================================
 
 An :class:`EditSet` groups edits with a mode: ``"error"`` (the default above) or
-``"reconstruct"`` (output ``decode(f')``, optionally with every other feature zeroed first).
+``"reconstruct"`` (output ``decode(f')``, optionally with every other feature zeroed first);
+:func:`sae_for_vlm` builds the latter exactly as sae-for-vlm steers a VLM through its vision tower.
 """
 
 from __future__ import annotations
@@ -198,6 +199,22 @@ class EditSet:
             raise EditError("cannot combine edit sets with different modes")
         base = other if other.mode == "reconstruct" else self
         return EditSet(self.edits + other.edits, base.positions, base.mode, base.zero_others)
+
+
+def sae_for_vlm(values: Mapping[int, float], *, zero_others: bool = False,
+                positions: PositionsLike = "all") -> EditSet:
+    """sae-for-vlm's steering semantics, by name (Pach et al. 2025: a VLM steered
+    through an SAE inside its vision encoder).
+
+    At every steered token (``positions``, all by default, as they do) the activation is REPLACED by
+    the SAE's reconstruction ``decode(f')``, no error term, with ``f' = encode(x)``, ``f'_i = value``
+    for each ``{i: value}`` (an absolute activation, e.g. 30-100 on their SAE) and, with
+    ``zero_others``, every other latent zeroed first (their ``pre_zero``). An empty dict gives their
+    plain reconstruction. saesteer's default edit instead keeps the error:
+    ``x + decode(f') - decode(f)``. Cost: a full encode and decode per steered token.
+    """
+    edits = tuple(Clamp(_feature(i), v) for i, v in values.items())
+    return EditSet(edits, as_positions(positions), "reconstruct", zero_others)
 
 
 EditsLike = Union[None, EditSet, AnyEdit, Mapping[int, float], Sequence[Any]]

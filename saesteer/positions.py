@@ -3,6 +3,12 @@
 Positions are absolute: position ``p`` of a row is its ``p``-th non-pad token, counted from the
 start of the sequence, whether the token arrives in a full forward or in a KV-cached decoding step.
 Padding is never steered.
+
+On a hook that reads image tokens (a vision tower), positions count along one image's tokens:
+``"all"`` (every token), ``"patches"`` (every patch token), ``"cls"`` (the leading CLS token, for towers
+that have one), ``Positions.patches(3, 17)`` (those patches only: row-major index in the patch grid,
+CLS not counted) or token ranges (``Positions.range((0, 5))``: raw indices, CLS included). Where the
+CLS token sits comes from the adapter, never from here.
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ import torch
 
 from saesteer.errors import EditError
 
-KINDS = ("all", "prompt", "generated", "ranges")
+KINDS = ("all", "prompt", "generated", "ranges", "patches", "cls")
+#: kinds that only make sense on text tokens / on image tokens
+TEXT_KINDS = ("prompt", "generated")
+IMAGE_KINDS = ("patches", "cls")
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,7 @@ class Positions:
 
     kind: str = "all"
     ranges: tuple[tuple[int, int | None], ...] = ()
+    patch_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -34,6 +44,10 @@ class Positions:
         for start, stop in self.ranges:
             if start < 0 or (stop is not None and stop < start):
                 raise EditError(f"bad position range [{start}, {stop}): need 0 <= start <= stop")
+        if self.patch_ids and self.kind != "patches":
+            raise EditError("patch indices belong to Positions.patches(...)")
+        if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.patch_ids):
+            raise EditError(f"patch indices must be ints >= 0, got {self.patch_ids}")
 
     @classmethod
     def all(cls) -> "Positions":
@@ -58,9 +72,62 @@ class Positions:
                 out.append((int(a), None if b is None else int(b)))
         return cls("ranges", tuple(out))
 
+    @classmethod
+    def patches(cls, *ids: int | Iterable[int]) -> "Positions":
+        """Image patch tokens: every patch with no argument, else those patches (row-major index in
+        the patch grid, CLS not counted), e.g. ``Positions.patches(0, 1, 24)`` or ``patches(range(5))``."""
+        flat: list[int] = []
+        for i in ids:
+            flat.extend([i] if isinstance(i, int) else list(i))
+        return cls("patches", patch_ids=tuple(sorted(set(flat))))
+
+    @classmethod
+    def cls_token(cls) -> "Positions":
+        """The CLS token of each image (an error on towers that have none)."""
+        return cls("cls")
+
+    def check(self, tokens: str, cls_tokens: int = 0, n_patches: int | None = None) -> None:
+        """Raise EditError unless these positions fit a hook whose tokens are ``tokens``
+        (``"text"`` or ``"image"``, with ``cls_tokens`` leading CLS tokens and ``n_patches`` patches)."""
+        if tokens != "image":
+            if self.kind in IMAGE_KINDS:
+                raise EditError(f"positions {self.kind!r} address image tokens, but this hook reads text tokens; "
+                                "use 'all', 'prompt', 'generated' or ranges")
+            return
+        if self.kind in TEXT_KINDS:
+            raise EditError(f"positions {self.kind!r} address text tokens, but this hook reads image tokens; "
+                            "use 'all', 'patches', 'cls', Positions.patches(...) or token ranges")
+        if self.kind == "cls" and cls_tokens == 0:
+            raise EditError("positions 'cls': this vision tower has no CLS token (every token is a patch)")
+        if self.patch_ids and n_patches is not None and self.patch_ids[-1] >= n_patches:
+            raise EditError(f"patch index {self.patch_ids[-1]} is out of range: the image has {n_patches} "
+                            f"patches (0..{n_patches - 1})")
+
+    def image_mask(self, n_rows: int, n_tokens: int, cls_tokens: int, device) -> torch.Tensor:
+        """Boolean ``[n_rows, n_tokens]`` mask over image tokens (``cls_tokens`` CLS tokens first,
+        then the patches); the same for every row, since images are never padded."""
+        t = torch.arange(n_tokens, device=device)
+        n_patches = n_tokens - cls_tokens
+        self.check("image", cls_tokens, n_patches)
+        if self.kind == "all":
+            m = torch.ones_like(t, dtype=torch.bool)
+        elif self.kind == "cls":
+            m = t < cls_tokens
+        elif self.kind == "patches":
+            m = t >= cls_tokens
+            if self.patch_ids:
+                ids = torch.tensor(self.patch_ids, device=device) + cls_tokens
+                m = torch.isin(t, ids)
+        else:
+            m = torch.zeros_like(t, dtype=torch.bool)
+            for start, stop in self.ranges:
+                m = m | ((t >= start) & (t < (n_tokens if stop is None else stop)))
+        return m.unsqueeze(0).expand(n_rows, n_tokens)
+
     def mask(self, pos: torch.Tensor, valid: torch.Tensor, prompt_len: torch.Tensor | None) -> torch.Tensor:
         """Boolean ``[B, T]`` mask of the steered tokens, given absolute positions ``pos [B, T]``,
         the non-pad mask ``valid [B, T]`` and the per-row prompt length ``[B]``."""
+        self.check("text")
         if self.kind == "all":
             return valid
         if self.kind in ("prompt", "generated"):
@@ -83,14 +150,16 @@ PositionsLike = Union[Positions, str, int, range, Iterable, None]
 
 
 def as_positions(spec: PositionsLike, default: Positions | None = None) -> Positions:
-    """Coerce ``"all" | "prompt" | "generated" | int | range | [(a, b), ...] | Positions``."""
+    """Coerce ``"all" | "prompt" | "generated" | "patches" | "cls" | int | range | [(a, b), ...] |
+    Positions``."""
     if spec is None:
         return default if default is not None else Positions.all()
     if isinstance(spec, Positions):
         return spec
     if isinstance(spec, str):
-        if spec not in ("all", "prompt", "generated"):
-            raise EditError(f"unknown positions {spec!r}; use 'all', 'prompt', 'generated' or ranges")
+        if spec not in ("all", "prompt", "generated", "patches", "cls"):
+            raise EditError(f"unknown positions {spec!r}; use 'all', 'prompt', 'generated', 'patches', 'cls' "
+                            "or ranges")
         return Positions(spec)
     if isinstance(spec, bool):
         raise EditError(f"positions must not be a bool, got {spec!r}")

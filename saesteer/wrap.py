@@ -79,7 +79,9 @@ class SteeredModel:
             elif sae.cfg.hook_name:
                 hook = sae.cfg.hook_name
             else:
-                raise HookError("say where the SAE goes: hook='blocks.12.hook_resid_post' or layer=12")
+                hook = adapter.inferred_hook(model)
+                if hook is None:
+                    raise HookError("say where the SAE goes: hook='blocks.12.hook_resid_post' or layer=12")
         point = adapter.resolve(model, hook)
         if point.width is not None and point.width != sae.d_in:
             raise HookError(
@@ -153,8 +155,13 @@ class SteeredModel:
             routed.append(e if e.hook == name else dataclasses.replace(e, hook=name))
         es = dataclasses.replace(es, edits=tuple(routed))
         if not es.edits and es.mode == "reconstruct":
-            return {n: es for n in self.attachments}
-        return {n: es.for_hook(n, False) for n in self.attachments}
+            out = {n: es for n in self.attachments}
+        else:
+            out = {n: es.for_hook(n, False) for n in self.attachments}
+        for n, part in out.items():
+            if part:
+                _check_positions(self.attachments[n].point, part)
+        return out
 
     def plan(self, edits: EditsLike, *, positions: PositionsLike = None, mode: str = "error",
              zero_others: bool = False) -> dict[str, Plan]:
@@ -173,7 +180,8 @@ class SteeredModel:
         if not merged and capture is None:  # nothing to do: run the bare model, no hook at all
             yield CallState()
             return
-        state = CallState(plans=merged, capture=capture, capture_top_k=top_k)
+        images = {n: a.point.image for n, a in self.attachments.items() if a.point.image is not None}
+        state = CallState(plans=merged, capture=capture, capture_top_k=top_k, images=images)
         self._hooks.acquire()
         token = enter(state)
         try:
@@ -199,8 +207,9 @@ class SteeredModel:
                  mode: str = "error", zero_others: bool = False, **kwargs: Any) -> Any:
         """Forward the model with ``edits`` applied (see :mod:`saesteer.edits`)."""
         plans = self.plan(edits, positions=positions, mode=mode, zero_others=zero_others)
-        _check_rows(plans, args, kwargs)
-        with self._steering(plans):
+        _check_rows(plans, args, kwargs, self.attachments)
+        with self._steering(plans) as state:
+            state.user_call = (args, kwargs)
             return self.model(*args, **kwargs)
 
     forward = __call__
@@ -213,9 +222,10 @@ class SteeredModel:
         in a full forward. ``positions="generated"`` steers only new tokens.
         """
         plans = self.plan(edits, positions=positions, mode=mode, zero_others=zero_others)
-        _check_rows(plans, args, kwargs)
+        _check_rows(plans, args, kwargs, self.attachments)
         with self._steering(plans) as state:
             state.fixed_prompt_len = _prompt_lengths(args, kwargs)
+            state.user_call = (args, kwargs)
             return self.model.generate(*args, **kwargs)
 
     def features(self, *args: Any, top_k: int = 10, hook: str | None = None, edits: EditsLike = None,
@@ -329,13 +339,29 @@ def _merge(outer: dict[str, Plan], inner: dict[str, Plan]) -> dict[str, Plan]:
     return out
 
 
-def _check_rows(plans: dict[str, Plan], args: tuple, kwargs: dict) -> None:
+def _check_rows(plans: dict[str, Plan], args: tuple, kwargs: dict, attachments: dict[str, Attachment]) -> None:
+    """Per-row edit lists must divide the batch: text rows, or images on hooks that read image tokens."""
     ids = kwargs.get("input_ids", kwargs.get("inputs_embeds", args[0] if args else None))
-    if not isinstance(ids, torch.Tensor) or ids.ndim < 2:
-        return
     for n, p in plans.items():
-        if isinstance(p, list) and ids.shape[0] % len(p):
+        if not isinstance(p, list):
+            continue
+        image = attachments[n].point.image if n in attachments else None
+        if image is not None:
+            got = image.rows(args, kwargs) if image.rows is not None else None
+            if got is not None and got[1] % len(p):
+                raise EditError(f"{len(p)} per-image edit sets but the call has {got[1]} images")
+        elif isinstance(ids, torch.Tensor) and ids.ndim >= 2 and ids.shape[0] % len(p):
             raise EditError(f"{len(p)} per-row edit sets but the batch has {ids.shape[0]} rows")
+
+
+def _check_positions(point: adapters.HookPoint, es: EditSet) -> None:
+    """Every position spec of ``es`` must fit the tokens the hook reads (text or image)."""
+    image = point.image
+    for spec in {es.positions, *(e.positions for e in es.edits if e.positions is not None)}:
+        if image is None:
+            spec.check(point.tokens)
+        else:
+            spec.check("image", image.cls_tokens, image.patches)
 
 
 def _prompt_lengths(args: tuple, kwargs: dict) -> torch.Tensor | None:

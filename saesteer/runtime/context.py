@@ -3,7 +3,9 @@
 Edits belong to a call, not to the model: each thread (each Gradio user) has its own context, so
 two threads steering one model never see each other's edits. The top-level forward pre-hook
 records, for every forward, where each token of the batch sits (absolute position, pad or not) from
-the 2-D attention mask the top-level call receives; the layer hooks read it.
+the 2-D attention mask the top-level call receives; the layer hooks read it. Hooks on image tokens
+(a vision tower) use none of that text bookkeeping: their rows are images (or crops of images, as the
+adapter's ``ImageTokens.rows`` says from the top-level call's inputs) and every token is real.
 """
 
 from __future__ import annotations
@@ -40,11 +42,19 @@ class CallState:
     batch: BatchInfo | None = None
     prompt_len: torch.Tensor | None = None
     fixed_prompt_len: torch.Tensor | None = None
+    #: attachment name -> ImageTokens, for the hooks that read image tokens
+    images: dict[str, Any] = field(default_factory=dict)
+    #: the current top-level forward's (args, kwargs), read by image hooks to map rows to images
+    call: tuple[tuple, dict[str, Any]] | None = None
+    #: the (args, kwargs) the caller gave the steered call or generate: generate may run the vision
+    #: tower outside any top-level forward (transformers 5 encodes images before the prefill)
+    user_call: tuple[tuple, dict[str, Any]] | None = None
     _masks: dict[tuple, torch.Tensor] = field(default_factory=dict)
 
     def begin_forward(self, args: tuple, kwargs: dict[str, Any]) -> None:
         """Read the top-level call's inputs: token count, 2-D attention mask, past length."""
         self._masks.clear()
+        self.call = (args, kwargs)
         ids = kwargs.get("input_ids")
         if ids is None and args and isinstance(args[0], torch.Tensor):
             ids = args[0]
@@ -76,6 +86,8 @@ class CallState:
 
     def _check_rows(self, B: int) -> None:
         for name, plan in self.plans.items():
+            if name in self.images:  # rows are images there, checked by image_rows()
+                continue
             if isinstance(plan, list) and (B % len(plan) != 0):
                 raise EditError(
                     f"{len(plan)} per-row edit sets for '{name}' but the batch has {B} rows"
@@ -83,15 +95,43 @@ class CallState:
 
     def end_forward(self) -> None:
         self.batch = None
+        self.call = None
         self._masks.clear()
 
-    def mask(self, positions: Positions, rows: tuple[int, ...] | None, shape: tuple[int, int], device) -> torch.Tensor:
-        """``[N, T]`` mask of the steered tokens for ``rows`` (all rows when None); cached per forward."""
-        key = (rows, shape, positions)
+    def image_rows(self, image: Any, n_rows: int, n_plans: int) -> list[int]:
+        """Which of ``n_plans`` per-image edit sets each of the ``n_rows`` rows a vision tower sees
+        takes. The adapter maps rows to images (a tower may see several crops per image) from the
+        current top-level call or else from the caller's; when neither tells, row i is image i if there
+        is one set per row, else it is an error, never a guess. With ``n_plans`` dividing the image
+        count, consecutive images share a set, as text rows do."""
+        img, n_img = torch.arange(n_rows), n_rows
+        for call in (self.call, self.user_call):
+            got = image.rows(*call) if call is not None and image.rows is not None else None
+            if got is not None and got[0].numel() == n_rows:
+                img, n_img = got[0].cpu(), int(got[1])
+                break
+        else:
+            if n_rows != n_plans:
+                raise EditError(f"cannot tell which image each of the {n_rows} rows the vision tower sees belongs "
+                                f"to, for {n_plans} per-image edit sets: pass per-image edits to the steered "
+                                "call itself (model(...) or model.generate(...) of the wrapped model)")
+        if n_img % n_plans:
+            raise EditError(f"{n_plans} per-image edit sets but this forward has {n_img} images")
+        return (img // (n_img // n_plans)).tolist()
+
+    def mask(self, positions: Positions, rows: tuple[int, ...] | None, shape: tuple[int, int], device,
+             image: Any = None) -> torch.Tensor:
+        """``[N, T]`` mask of the steered tokens for ``rows`` (all rows when None); cached per forward.
+        With ``image`` (the hook's ImageTokens) ``T`` runs along one image's tokens instead."""
+        key = (rows, shape, positions, None if image is None else image.cls_tokens)
         m = self._masks.get(key)
         if m is not None:
             return m
         N, T = shape
+        if image is not None:
+            m = positions.image_mask(N, T, image.cls_tokens, device)
+            self._masks[key] = m
+            return m
         b = self.batch
         if b is None or b.pos.shape[1] != T:  # no top-level call seen: positions 0..T-1, no pads
             pos = torch.arange(T, device=device).unsqueeze(0).expand(N, T)

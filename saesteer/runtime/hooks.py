@@ -65,6 +65,7 @@ def run_attachment(att: Attachment, state: CallState, x: torch.Tensor) -> torch.
         x = x.unsqueeze(1)
     sae = att.sae_for(x.device)
     N, T = x.shape[0], x.shape[1]
+    image = att.point.image  # image tokens: rows are images (or crops), no text bookkeeping
     if capture is not None and att.name in capture:
         with torch.no_grad():
             f = sae.encode(x.to(sae.dtype))
@@ -73,12 +74,16 @@ def run_attachment(att: Attachment, state: CallState, x: torch.Tensor) -> torch.
         capture[att.name].append((vals, inds))
     out = x
     if isinstance(plan, EditSet):
-        out = edit_activations(sae, x, plan, lambda p: state.mask(p, None, (N, T), x.device))
+        out = edit_activations(sae, x, plan, lambda p: state.mask(p, None, (N, T), x.device, image))
     elif plan:
-        rep = max(N // len(plan), 1)
+        if image is not None:
+            which = state.image_rows(image, N, len(plan))
+        else:
+            rep = max(N // len(plan), 1)
+            which = [r // rep for r in range(N)]
         groups: dict[EditSet, list[int]] = {}
         for r in range(N):
-            es = plan[r // rep]
+            es = plan[which[r]]
             if es:
                 groups.setdefault(es, []).append(r)
         if groups:
@@ -87,7 +92,7 @@ def run_attachment(att: Attachment, state: CallState, x: torch.Tensor) -> torch.
                 key = tuple(rows)
                 r = torch.tensor(rows, device=x.device)
                 out[r] = edit_activations(
-                    sae, x[r], es, lambda p, key=key: state.mask(p, key, (len(key), T), x.device)
+                    sae, x[r], es, lambda p, key=key: state.mask(p, key, (len(key), T), x.device, image)
                 )
     return out.squeeze(1) if squeeze else out
 
@@ -175,8 +180,8 @@ class HookSet:
                 mod = att.point.module
                 if att.point.io == "input":
                     hs.append(mod.register_forward_pre_hook(partial(_input_hook, att), with_kwargs=True))
-                else:
-                    hs.append(mod.register_forward_hook(partial(_output_hook, att)))
+                else:  # first, so hooks that record outputs (transformers' hidden_states) see the edit
+                    hs.append(mod.register_forward_hook(partial(_output_hook, att), prepend=True))
         except BaseException:
             self._remove()
             raise

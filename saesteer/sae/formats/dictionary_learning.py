@@ -20,6 +20,9 @@ Facts checked against saprmarks/dictionary_learning (``dictionary_learning/dicti
   magnitude ``relu(exp(r_mag) * x_enc + mag_bias)``; ``decoder(f) + decoder_bias`` (the
   ``normalize_decoder`` flag of encode/decode defaults to False).
 - ``AutoEncoderNew``: ``relu(encoder(x))``, ``decoder(f)`` with a decoder bias (no input shift).
+- sae-for-vlm ships the older spelling ``MatroyshkaBatchTopKSAE`` (``trainers/matroyshka_batch_top_k.py``
+  of its vendored copy): the same keys and ``encode``; its ``config.json`` leaves ``layer``, ``lm_name``
+  and ``submodule_name`` empty (the hook then comes from the caller or the adapter).
 - ``config.json``: ``{"trainer": {"dict_class", "activation_dim", "dict_size", "k", "layer",
   "lm_name", "submodule_name", ...}}``; submodule names like ``resid_post_layer_3`` name the output
   of decoder layer 3.
@@ -42,6 +45,8 @@ WEIGHTS_FILE = "ae.pt"
 CONFIG_FILE = "config.json"
 CLASSES = ("AutoEncoder", "AutoEncoderNew", "AutoEncoderTopK", "BatchTopKSAE", "MatryoshkaBatchTopKSAE",
            "JumpReluAutoEncoder", "GatedAutoEncoder")
+#: older spellings of class names, as saved by forks of the library
+ALIASES = {"MatroyshkaBatchTopKSAE": "MatryoshkaBatchTopKSAE"}
 _HOOKS = [
     (re.compile(r"resid_post_layer_(\d+)$"), "blocks.{}.hook_resid_post"),
     (re.compile(r"resid_pre_layer_(\d+)$"), "blocks.{}.hook_resid_pre"),
@@ -172,6 +177,7 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - 
     if cfg_file.is_file():
         trainer = dict(read_json(cfg_file).get("trainer") or {})
     cls = trainer.get("dict_class") or guess_class(sd)
+    cls = ALIASES.get(str(cls), cls)
     if not trainer.get("dict_class"):
         trainer["_guessed"] = True
     cfg, tensors = convert(sd, str(cls), trainer)
