@@ -57,17 +57,17 @@ def edit_activations(sae: SAE, x: torch.Tensor, es: EditSet, mask_of: MaskFn) ->
     touched: torch.Tensor | None = None
     if feats:
         col = {i: c for c, i in enumerate(features)}
-        idx = torch.tensor(features, device=xs.device)
+        sub = sae.subset(features)
         scale = None
         if any(e.needs_encode for e in feats):
             x_n, _, scale = sae.normalize(xs)
-            f = sae.encode_subset_normalized(sae._encoder_input(x_n), idx)
+            f = sae.encode_subset_normalized(sae._encoder_input(x_n), sub)
         else:  # Add only: no encode; a normalising SAE still needs its per-token output scale
             if sae.cfg.normalize != "none":
                 _, _, scale = sae.normalize(xs)
             f = xs.new_zeros(*xs.shape[:-1], len(features))
         f_new, touched = _edit_features(f, feats, col, es, mask_of)
-        delta = (f_new - f) @ sae.W_dec[idx]
+        delta = (f_new - f) @ sub.W_dec
         if scale is not None:
             delta = delta * scale
     for s in steers:

@@ -25,6 +25,18 @@ from saesteer.errors import EditError, SAEFormatError
 ARCHITECTURES = ("relu", "jumprelu", "topk", "gated")
 #: activations whose feature i depends on encoder column i only (the fast path applies)
 ELEMENTWISE = ("relu", "jumprelu", "gated")
+_SUBSET_CACHE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class FeatureSubset:
+    """A few features' weights gathered once (see :meth:`SAE.subset`): the index tensor, their
+    encoder columns ``W_enc [d_in, n]`` and decoder rows ``W_dec [n, d_in]``."""
+
+    features: tuple[int, ...]
+    idx: torch.Tensor
+    W_enc: torch.Tensor
+    W_dec: torch.Tensor
 NORMALIZATIONS = ("none", "layer_norm", "constant_norm_rescale")
 
 
@@ -211,11 +223,40 @@ class SAE(nn.Module):
         x_n, _, _ = self.normalize(x)
         return self.encode_subset_normalized(self._encoder_input(x_n), idx)
 
-    def encode_subset_normalized(self, x_in: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """As :meth:`encode_subset` on an input that is already normalised and b_dec-subtracted."""
+    def encode_subset_normalized(self, x_in: torch.Tensor, idx: torch.Tensor | FeatureSubset) -> torch.Tensor:
+        """As :meth:`encode_subset` on an input that is already normalised and b_dec-subtracted.
+
+        ``idx`` may be a :class:`FeatureSubset` (its gathered encoder columns are reused). TopK
+        reads the edited features off the top-k indices instead of scattering a dense
+        ``[..., d_sae]`` tensor; the numbers are those of the full encode."""
+        sub = idx if isinstance(idx, FeatureSubset) else None
+        index = sub.idx if sub is not None else idx
         if self.elementwise:
-            return self.activate(self.pre_activation(x_in, idx), x_in, idx)
-        return self.activate(self.pre_activation(x_in), x_in)[..., idx]
+            if sub is not None and self.cfg.architecture != "gated":
+                return self.activate(x_in @ sub.W_enc + self.b_enc[index], x_in, index)
+            return self.activate(self.pre_activation(x_in, index), x_in, index)
+        vals, inds = torch.topk(self.pre_activation(x_in), int(self.cfg.k), dim=-1, sorted=False)  # type: ignore[arg-type]
+        if self.cfg.topk_relu:
+            vals = torch.relu(vals)
+        hit = inds.unsqueeze(-1) == index  # [..., k, n]: at most one hit per column
+        return torch.where(hit, vals.unsqueeze(-1), vals.new_zeros(())).sum(-2)
+
+    def subset(self, features: tuple[int, ...]) -> FeatureSubset:
+        """The weights of ``features`` gathered once and cached until the weights change (new
+        storage or an in-place update); a handful of small tensors per distinct feature tuple."""
+        if torch.is_grad_enabled() and (self.W_enc.requires_grad or self.W_dec.requires_grad):
+            idx = torch.tensor(features, device=self.W_dec.device, dtype=torch.long)
+            return FeatureSubset(features, idx, self.W_enc[:, idx], self.W_dec[idx])  # keeps the graph
+        key = (features, self.W_enc.data_ptr(), self.W_enc._version, self.W_dec.data_ptr(), self.W_dec._version)
+        cache: dict[tuple, FeatureSubset] = self.__dict__.setdefault("_subsets", {})
+        sub = cache.get(key)
+        if sub is None:
+            if len(cache) >= _SUBSET_CACHE_SIZE:
+                cache.clear()
+            idx = torch.tensor(features, device=self.W_dec.device, dtype=torch.long)
+            with torch.no_grad():
+                sub = cache[key] = FeatureSubset(features, idx, self.W_enc[:, idx], self.W_dec[idx])
+        return sub
 
     # ------------------------------------------------------------------ decode
     def decode(
