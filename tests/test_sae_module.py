@@ -118,6 +118,22 @@ def test_encode_subset_topk_falls_back_to_full_encode():
 
 
 @pytest.mark.parametrize("arch,kw", ARCHS, ids=lambda v: str(v))
+def test_feature_subset_is_cached_and_follows_weight_updates(arch, kw):
+    sae = random_sae(arch, **kw)
+    x = torch.randn(4, 6, D)
+    with torch.no_grad():
+        sub = sae.subset((3, 17))
+        assert sae.subset((3, 17)) is sub  # gathered once
+        x_in = sae._encoder_input(sae.normalize(x)[0])
+        torch.testing.assert_close(sae.encode_subset_normalized(x_in, sub), sae.encode(x)[..., [3, 17]],
+                                   atol=1e-5, rtol=1e-6)
+        sae.W_dec.mul_(2.0)  # an in-place update must not leave stale rows behind
+        fresh = sae.subset((3, 17))
+        assert fresh is not sub and torch.equal(fresh.W_dec, sae.W_dec[[3, 17]])
+        assert torch.equal(fresh.W_enc, sae.W_enc[:, [3, 17]])
+
+
+@pytest.mark.parametrize("arch,kw", ARCHS, ids=lambda v: str(v))
 @pytest.mark.parametrize("apply_b_dec", [True, False])
 def test_fold_input_scale_keeps_scaled_semantics(arch, kw, apply_b_dec):
     """An SAE trained on s*x: after folding s it reads and writes model units directly."""
