@@ -21,3 +21,8 @@ class HookError(SaesteerError, ValueError):
 
 class EditError(SaesteerError, ValueError):
     """An edit is malformed: unknown feature, non-finite value, wrong number of rows, ..."""
+
+
+class RewardError(SaesteerError, ValueError):
+    """Bad input for a reward model: an empty text in a preference pair, a head whose width does
+    not match its SAE, a checkpoint that is not a reward model, ..."""
