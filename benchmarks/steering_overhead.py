@@ -1,0 +1,256 @@
+"""What steering costs: greedy ``generate`` throughput of SmolLM2-135M-Instruct with the bundled SAE,
+saesteer side by side with the peers, in one run.
+
+    python benchmarks/steering_overhead.py                 # CPU, bf16, batch 1 and 8, 5 repetitions
+    python benchmarks/steering_overhead.py --device cuda   # where a GPU exists
+    python benchmarks/steering_overhead.py --quick         # 3 repetitions, fewer rows: a smoke run
+
+Prompt 128 tokens, 64 new tokens (``min_new_tokens`` = ``max_new_tokens``, so every row generates
+the same number), batch 1 and 8. Every repetition runs every row once, in the same order, so slow
+drifts of a noisy machine hit all rows alike; each row's figure is the median over repetitions of
+its time relative to the bare model's time *in the same repetition*.
+
+Rows: (a) the bare model; (b) saesteer attached, no edits; (c) saesteer clamping 1, 4, 16 features
+with the bundled TopK SAE, and with the same weights run as a JumpReLU SAE (the fast path: only the
+edited encoder columns); (d) the same clamps with a sae-lens SAE object inside a plain forward hook,
+error term kept; (e) the same clamps inside an nnsight generate trace; (f) Add edits of 1, 4, 16
+features, saesteer vs steering-vectors. Peak memory: each of bare and saesteer (16 clamps) in a fresh
+child process, the high-water mark of resident memory during one generate (Linux VmHWM, reset after
+loading), so the difference is what steering adds: the SAE's weights and its temporaries.
+Targets (printed PASS/FAIL, never asserted in tests) are those of issue 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # noqa: E402
+
+import saesteer  # noqa: E402
+from saesteer.embedded import default_sae_path  # noqa: E402
+from saesteer.embedded.smollm2 import load_smollm2  # noqa: E402
+
+LAYER = 15  # the bundled SAE reads blocks.15.hook_resid_post = the output of decoder layer 15
+COUNTS = (1, 4, 16)
+TEXT = (
+    "The harbour town woke slowly. Fishermen carried nets down the stone steps while the baker "
+    "opened his shutters and the smell of bread drifted over the water. Children ran along the "
+    "quay, chasing gulls that rose and settled again on the masts. An old woman sat on a bench "
+    "mending a sail, counting stitches under her breath, and a dog slept in the sun beside her. "
+    "Out past the breakwater the sea was grey and calm, and a ferry made its way towards the "
+    "islands, leaving a long white wake. In the square the market stalls filled with apples, "
+    "cheese, eggs and flowers; traders called out prices and neighbours stopped to talk about the "
+    "weather, the catch, the price of fuel and the new road being built over the hill. By noon the "
+    "clouds had cleared, the bells of the church rang twelve, and the whole town paused for lunch. "
+    "In the afternoon a schoolteacher took her class to the lighthouse, where the keeper explained "
+    "how the lamp turned, how far its light could be seen, and how ships had once been wrecked on "
+    "the rocks below before the tower was built. The children drew pictures of the lamp and the "
+    "waves, and asked whether the keeper ever felt lonely on stormy nights."
+)
+
+
+def prompts(tok: Any, batch: int, length: int) -> dict[str, torch.Tensor]:
+    """``batch`` different windows of ``length`` tokens from TEXT (repeated as needed)."""
+    ids = tok(TEXT, add_special_tokens=False)["input_ids"]
+    while len(ids) < length + 7 * batch:
+        ids = ids + ids
+    rows = [ids[7 * r: 7 * r + length] for r in range(batch)]
+    t = torch.tensor(rows)
+    return {"input_ids": t, "attention_mask": torch.ones_like(t)}
+
+
+def clamp_features(sae: saesteer.SAE, n: int) -> dict[int, float]:
+    """The ``n`` densest features (they fire often, so the clamp changes something), each clamped to
+    its largest activation seen when labelling."""
+    labels = sae.labels
+    order = sorted(labels, key=lambda f: -labels.info(f)["density"])[:n]
+    return {f: float(labels.info(f)["max_activation"]) for f in order}
+
+
+def as_jumprelu(sae: saesteer.SAE) -> saesteer.SAE:
+    """The same weights run as a JumpReLU SAE (threshold 0 keeps what ReLU keeps): the fast path."""
+    import dataclasses
+
+    cfg = dataclasses.replace(sae.cfg, architecture="jumprelu", k=None)
+    out = saesteer.SAE(cfg, dtype=sae.dtype)
+    out.load_state_dict({**sae.state_dict(), "threshold": torch.zeros(sae.d_sae, dtype=sae.dtype)})
+    out.labels = sae.labels
+    return out
+
+
+def build_rows(args: argparse.Namespace, model: Any, tok: Any, batch: int) -> dict[str, Callable[[], Any]]:
+    device, dtype = model.device, model.dtype
+    enc = {k: v.to(device) for k, v in prompts(tok, batch, args.prompt_len).items()}
+    gen = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
+               pad_token_id=tok.eos_token_id)
+    folder = str(default_sae_path())
+    sm = saesteer.wrap(model, folder, layer=LAYER)
+    jr = saesteer.wrap(model, as_jumprelu(sm.sae), layer=LAYER)
+    rows: dict[str, Callable[[], Any]] = {
+        "bare model": lambda: _nograd(model.generate, **enc, **gen),
+        "saesteer, attached, no edits": lambda: sm.generate(**enc, **gen),
+    }
+    lens = None if args.no_peers else peers.saelens_sae(folder, dtype).to(device)
+    lm = None
+    if not args.no_peers and not args.quick:
+        import nnsight
+
+        cls = getattr(nnsight, "TransformersModel", None) or nnsight.LanguageModel
+        lm = cls(model, tokenizer=tok)
+    for n in COUNTS:
+        clamps = clamp_features(sm.sae, n)
+        idx = torch.tensor(list(clamps), device=device)
+        vals = torch.tensor(list(clamps.values()), device=device, dtype=dtype)
+        rows[f"saesteer, TopK, clamp {n}"] = lambda c=clamps: sm.generate(**enc, **gen, edits=c)
+        rows[f"saesteer, JumpReLU, clamp {n}"] = lambda c=clamps: jr.generate(**enc, **gen, edits=c)
+        if lens is not None:
+            rows[f"sae-lens hook, TopK, clamp {n}"] = peers.saelens_hook(
+                model, model.model.layers[LAYER], lens, idx, vals, gen, enc)
+        if lm is not None:
+            rows[f"nnsight trace, TopK, clamp {n}"] = peers.nnsight_trace(lm, LAYER, lens, idx, vals, gen, enc)
+        adds = [saesteer.Add(f, 4.0) for f in clamps]
+        rows[f"saesteer, Add {n}"] = lambda a=adds: sm.generate(**enc, **gen, edits=a)
+        if not args.no_peers:
+            vec = 4.0 * sm.sae.W_dec[idx].sum(0)
+            rows[f"steering-vectors, Add {n}"] = peers.steering_vectors_add(model, LAYER, vec, gen, enc)
+    return rows
+
+
+def _nograd(fn: Callable[..., Any], **kw: Any) -> Any:
+    with torch.no_grad():
+        return fn(**kw)
+
+
+def time_rows(rows: dict[str, Callable[[], Any]], reps: int, sync: Callable[[], None]) -> dict[str, list[float]]:
+    for fn in rows.values():  # warm-up: first-call costs (allocator, kernels, nnsight setup)
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in rows}
+    for rep in range(reps):
+        for name, fn in rows.items():
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+        print(f"  repetition {rep + 1}/{reps} done", file=sys.stderr, flush=True)
+    return times
+
+
+def peak_rss_child(args: argparse.Namespace, tool: str, batch: int) -> int:
+    """VmHWM (bytes) of one generate in a fresh process, reset after loading and a warm-up."""
+    cmd = [sys.executable, __file__, "--rss-child", tool, "--batch", str(batch), "--dtype", args.dtype,
+           "--device", args.device, "--new-tokens", str(args.new_tokens), "--prompt-len", str(args.prompt_len)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return int(json.loads(out.strip().splitlines()[-1])["hwm"])
+
+
+def rss_child(args: argparse.Namespace) -> None:
+    model, tok = load(args)
+    enc = prompts(tok, args.batch, args.prompt_len)
+    gen = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
+               pad_token_id=tok.eos_token_id)
+    _nograd(model.generate, **enc, **gen)  # warm-up: the allocator holds what a bare generate needs
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
+    if args.rss_child == "saesteer":
+        sm = saesteer.wrap(model, default_sae_path(), layer=LAYER)
+        sm.generate(**enc, **gen, edits=clamp_features(sm.sae, 16))
+    else:
+        _nograd(model.generate, **enc, **gen)
+    hwm = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
+               if line.startswith("VmHWM"))
+    print(json.dumps({"hwm": hwm}))
+
+
+def load(args: argparse.Namespace) -> tuple[Any, Any]:
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[args.dtype]
+    model, tok = load_smollm2(dtype=dtype, device=args.device)
+    return model, tok
+
+
+def report(times: dict[str, list[float]], batch: int, new_tokens: int) -> dict[str, float]:
+    bare = times["bare model"]
+    ratios = {k: statistics.median(b / t for b, t in zip(bare, v)) for k, v in times.items()}
+    print(f"\nbatch {batch}: tokens/s (median) and speed relative to the bare model (median of per-repetition ratios)")
+    print("| row | tokens/s | x bare |\n|---|---|---|")
+    for k, v in times.items():
+        print(f"| {k} | {batch * new_tokens / statistics.median(v):.1f} | {ratios[k]:.3f} |")
+    return ratios
+
+
+def targets(all_ratios: dict[int, dict[str, float]]) -> list[tuple[str, bool]]:
+    checks: list[tuple[str, bool]] = []
+    for b, r in all_ratios.items():
+        checks.append((f"b{b}: zero edits >= 0.99x ({r['saesteer, attached, no edits']:.3f})",
+                       r["saesteer, attached, no edits"] >= 0.99))
+        for n in COUNTS:
+            jr, tk = r[f"saesteer, JumpReLU, clamp {n}"], r[f"saesteer, TopK, clamp {n}"]
+            checks.append((f"b{b}: JumpReLU clamp {n} >= 0.97x ({jr:.3f})", jr >= 0.97))
+            checks.append((f"b{b}: TopK clamp {n} >= 0.93x ({tk:.3f})", tk >= 0.93))
+            for peer in (f"sae-lens hook, TopK, clamp {n}", f"nnsight trace, TopK, clamp {n}"):
+                if peer in r:
+                    checks.append((f"b{b}: saesteer TopK clamp {n} ({tk:.3f}) >= {peer} ({r[peer]:.3f})", tk >= r[peer]))
+            sv = f"steering-vectors, Add {n}"
+            if sv in r:
+                ours = r[f"saesteer, Add {n}"]
+                checks.append((f"b{b}: saesteer Add {n} ({ours:.3f}) >= {sv} ({r[sv]:.3f})", ours >= r[sv]))
+    return checks
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp32", "fp16"))
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--quick", action="store_true", help="3 repetitions, no nnsight rows")
+    p.add_argument("--no-peers", action="store_true", help="saesteer rows only")
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--rss-child", help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.rss_child:
+        return rss_child(args)
+    if args.quick:
+        args.reps = min(args.reps, 3)
+    torch.manual_seed(0)
+    model, tok = load(args)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    threads = torch.get_num_threads()
+    print(f"SmolLM2-135M-Instruct {args.dtype} on {args.device} ({threads} threads, {os.cpu_count()} CPUs), "
+          f"bundled SAE (TopK k=32, 4608 x 576), prompt {args.prompt_len}, {args.new_tokens} new tokens, "
+          f"{args.reps} repetitions; torch {torch.__version__}")
+    all_ratios: dict[int, dict[str, float]] = {}
+    for batch in (int(b) for b in args.batches.split(",")):
+        rows = build_rows(args, model, tok, batch)
+        times = time_rows(rows, args.reps, sync)
+        all_ratios[batch] = report(times, batch, args.new_tokens)
+    checks = targets(all_ratios)
+    if not args.no_memory and Path("/proc/self/clear_refs").exists() and args.device == "cpu":
+        sae = saesteer.load_sae(default_sae_path())
+        sae_bytes = sum(t.numel() for t in sae.state_dict().values()) * model.dtype.itemsize
+        for batch in (int(b) for b in args.batches.split(",")):
+            bare, ours = peak_rss_child(args, "bare", batch), peak_rss_child(args, "saesteer", batch)
+            extra = (ours - bare) / sae_bytes
+            print(f"\npeak RSS, batch {batch}: bare {bare / 2**20:.1f} MiB, saesteer 16 clamps {ours / 2**20:.1f} MiB: "
+                  f"+{(ours - bare) / 2**20:.1f} MiB = {extra:.2f}x the SAE's {sae_bytes / 2**20:.1f} MiB")
+            checks.append((f"b{batch}: peak memory above bare <= 1.2x SAE size ({extra:.2f}x)", extra <= 1.2))
+    print("\ntargets:")
+    for text, ok in checks:
+        print(f"  {'PASS' if ok else 'FAIL'}  {text}")
+
+
+if __name__ == "__main__":
+    main()
