@@ -5,7 +5,7 @@ PY ?= python3
 PROMPT ?= Tell me about the sea.
 CLAMP ?= 1309=160
 
-.PHONY: install run test test-fast
+.PHONY: install run test test-fast bench
 
 install:
 	# a CPU build of torch first, so nothing below pulls a CUDA one (on a GPU machine use your own torch)
@@ -22,3 +22,11 @@ test:
 
 test-fast:
 	$(PY) -m pytest -q -m "not real"
+
+# issue-4 figures: steering overhead vs the peers, then SAE training throughput vs eai-sparsify
+bench: install
+	# steering-vectors pins an old transformers: its code runs with ours, so skip its deps (it needs scikit-learn)
+	$(PY) -m pip install --no-deps steering-vectors
+	$(PY) -m pip install scikit-learn
+	$(PY) benchmarks/steering_overhead.py
+	$(PY) benchmarks/training_throughput.py
