@@ -175,3 +175,16 @@ def test_check_feature_and_properties():
         sae.check_feature(F)
     with pytest.raises(ValueError):
         sae.check_feature(True)
+
+
+def test_nudge_is_the_sum_of_scaled_decoder_rows_and_follows_weight_updates():
+    from saesteer import Add
+
+    sae = random_sae("relu")
+    adds = (Add(3, 2.0), Add(17, -0.5), Add(3, 1.0))
+    with torch.no_grad():
+        want = 3.0 * sae.W_dec[3] - 0.5 * sae.W_dec[17]
+        torch.testing.assert_close(sae.nudge(adds), want)
+        assert sae.nudge(adds) is sae.nudge(adds)  # computed once
+        sae.W_dec.mul_(2.0)
+        torch.testing.assert_close(sae.nudge(adds), 2 * want)

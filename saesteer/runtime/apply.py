@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from saesteer.edits import Edit, EditSet, Steer
+from saesteer.edits import Add, Edit, EditSet, Steer
 from saesteer.positions import Positions
 from saesteer.sae.module import SAE
 
@@ -53,6 +53,11 @@ def edit_activations(sae: SAE, x: torch.Tensor, es: EditSet, mask_of: MaskFn) ->
     if es.mode == "reconstruct":
         return _reconstruct(sae, x, xs, es, feats, steers, mask_of)
 
+    if feats and not steers and sae.cfg.normalize == "none" and all(type(e) is Add for e in feats):
+        where = {e.positions or es.positions for e in feats}
+        if len(where) == 1:  # nudges at one set of positions: one constant vector, no encode
+            m = mask_of(where.pop())
+            return torch.where(m.unsqueeze(-1), (xs + sae.nudge(feats)).to(x.dtype), x)
     delta: torch.Tensor | None = None
     touched: torch.Tensor | None = None
     if feats:

@@ -241,6 +241,24 @@ class SAE(nn.Module):
         hit = inds.unsqueeze(-1) == index  # [..., k, n]: at most one hit per column
         return torch.where(hit, vals.unsqueeze(-1), vals.new_zeros(())).sum(-2)
 
+    def nudge(self, adds: tuple[Any, ...]) -> torch.Tensor:
+        """``sum_i amount_i * W_dec[feature_i]`` over Add edits, computed once per tuple of edits
+        (cached like :meth:`subset`): what those edits add to an activation."""
+        sub = self.subset(tuple(sorted({e.feature for e in adds})))
+        cache: dict[tuple, tuple[FeatureSubset, torch.Tensor]] = self.__dict__.setdefault("_nudges", {})
+        hit = cache.get(adds)
+        if hit is not None and hit[0] is sub:  # still the current weights
+            return hit[1]
+        if len(cache) >= _SUBSET_CACHE_SIZE:
+            cache.clear()
+        col = {f: c for c, f in enumerate(sub.features)}
+        amounts = torch.zeros(len(sub.features), dtype=sub.W_dec.dtype, device=sub.W_dec.device)
+        for e in adds:
+            amounts[col[e.feature]] += e.amount
+        vec = amounts @ sub.W_dec
+        cache[adds] = (sub, vec)
+        return vec
+
     def subset(self, features: tuple[int, ...]) -> FeatureSubset:
         """The weights of ``features`` gathered once and cached until the weights change (new
         storage or an in-place update); a handful of small tensors per distinct feature tuple."""
