@@ -1,44 +1,44 @@
 """Evidence that steering works on the real model: clamp concept features of the bundled SAE on
 SmolLM2-135M-Instruct and measure what the generated text becomes.
 
-    python examples/concept_steering.py            # ~3 min on 2 CPU cores (bf16)
+    python examples/concept_steering.py            # ~15 min on 2 idle CPU cores (bf16)
 
-For each concept (Shakespeare, Python code, the King James Bible) candidate features are found by
-their labels: the top label-search hits for the source plus a typical word ("kjv unto"), and the
-four densest features whose top contexts come >= 80% from that source (style features); among
-these 8 candidates and two clamp values (1x and 2x the feature's largest activation seen when
-labelling), the one whose steered text has the highest keyword rate on 4 *selection* prompts (and
-stays fluent: at least 35% of its words distinct), plus 10x the feature's own mean activation on
-that output as read by the unsteered model, is kept, then measured on 20 other neutral prompts. Reported per concept, unsteered vs steered:
-  - feat: the feature's mean activation on the generated tokens, read by the unsteered model;
-  - kw/100w: concept keywords per 100 generated words (independent of the SAE);
-  - ppl: perplexity of the generated tokens under the unsteered model.
+For each concept (Shakespeare, Python code, the King James Bible, the Linux kernel docs) the candidate features are found by
+their labels: two label-search hits for each of four queries ("shakespeare thou", ...) and the four
+densest features whose top contexts come >= 80% from the concept's corpus source. Each candidate is
+tried at two clamp values (1x and 2x its largest activation seen when labelling) on 4 *selection*
+prompts; the one that raises both scores below most (and stays fluent) is kept, then measured on 20
+other neutral prompts. Reported per concept, unsteered vs steered:
+  - feature act: the feature's mean activation on the generated tokens, read by the unsteered model;
+  - distinctive words /100: how many of every 100 generated words are among the concept source's 200
+    most distinctive corpus words (concept_lexicon.json; independent of the SAE and of the outputs);
+  - perplexity of the generated tokens under the unsteered model.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import json
+import math
 import re
 import statistics
+from pathlib import Path
 
 import torch
 
 import saesteer
 from saesteer.embedded import load_default
 
-CONCEPTS = {  # queries for the label search, and keywords that are rare in ordinary modern English
-    "shakespeare": (("shakespeare thou", "shakespeare thy", "shakespeare"),
-                    {"thou", "thee", "thy", "thine", "hath", "doth", "shalt", "ere", "tis", "wherefore", "hast",
-                     "o", "prithee", "nay", "ay", "sirrah", "methinks", "lord", "sir", "enter", "exit", "exeunt",
-                     "art", "dost", "wilt", "thus"}),
-    "python": (("python def", "python import", "python return", "python"),
-               {"def", "import", "return", "returns", "print", "self", "class", "none", "lambda", "int", "str",
-                "dict", "len", "range", "true", "false", "python", "function", "functions", "module", "object",
-                "argument", "arguments", "parameter", "method", "tuple", "list", "value", "values", "code"}),
-    "bible": (("kjv unto", "kjv lord", "kjv"),
-              {"lord", "god", "unto", "shall", "thee", "thou", "hath", "israel", "jesus", "behold", "thy", "ye",
-               "saith", "heaven", "spirit", "children", "sons", "lamb", "holy", "amen", "prophet", "jerusalem"}),
+#: concept -> (corpus source, label-search queries). Keywords are not hand-picked: each concept's score
+#: words are its source's most distinctive words in the corpus (concept_lexicon.json, --build-lexicon).
+CONCEPTS = {
+    "shakespeare": ("shakespeare", ("shakespeare thou", "shakespeare thy", "shakespeare hath", "shakespeare lord")),
+    "python": ("python-docs", ("python def", "python import", "python return", "python self")),
+    "bible": ("kjv", ("kjv unto", "kjv lord", "kjv shall", "kjv thee")),
+    "linux": ("linux-docs", ("linux kernel", "linux driver", "linux device", "linux config")),
 }
+LEXICON = Path(__file__).with_name("concept_lexicon.json")
 MULTS = (1.0, 2.0)  # clamp values, in units of the feature's largest labelling activation
 SELECT = ["Tell me something interesting.", "What should I cook tonight?", "Describe your morning.",
           "Give me some advice."]
@@ -88,42 +88,87 @@ def measure(sm, tok, enc, out, feature: int, keywords: set[str]) -> dict[str, li
     return res
 
 
+def build_lexicon(corpus: str | None, top: int = 200) -> None:
+    """Each concept source's ``top`` most distinctive words in the corpus's train split: seen >= 100
+    times there and >= 8x more often (per word) than in the other sources, ranked by log-odds x
+    log-count. Written to concept_lexicon.json; ~1 min."""
+    from saesteer.data.corpus import iter_records
+
+    counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for rec in iter_records(corpus, "train"):
+        counts[rec["source"]].update(words(rec["text"]))
+    total = {k: sum(v.values()) for k, v in counts.items()}
+    every = sum(counts.values(), collections.Counter())
+    out = {}
+    for source, _ in CONCEPTS.values():
+        n, rest_n = total[source], sum(total.values()) - total[source]
+        ranked = []
+        for w, c in counts[source].items():
+            lo = math.log((c + 1) / n) - math.log((every[w] - c + 1) / rest_n)
+            if c >= 100 and len(w) > 1 and lo >= math.log(8):
+                ranked.append((lo * math.log(c), w))
+        out[source] = [w for _, w in sorted(ranked, reverse=True)[:top]]
+    LEXICON.write_text(json.dumps({"built_by": "python examples/concept_steering.py --build-lexicon CORPUS",
+                                   "rule": build_lexicon.__doc__.split("\n\n")[0].strip(), **out}, indent=1))
+    print(f"wrote {LEXICON}: " + ", ".join(f"{k} {len(v)} words" for k, v in out.items()))
+
+
+def candidates(labels, source: str, queries: tuple[str, ...]) -> list[int]:
+    """Label-search hits (2 per query) plus the 4 densest features whose top contexts come >= 80% from
+    the concept's source."""
+    style = sorted((f for f in labels if labels.info(f)["sources"].get(source, 0) >= 0.8),
+                   key=lambda f: -labels.info(f)["density"])[:4]
+    return list(dict.fromkeys([m.feature for q in queries for m in labels.search(q, top=2)] + style))
+
+
+def select(sm, tok, labels, cands: list[int], keywords: set[str], gen: dict) -> tuple[int, float]:
+    """The (feature, clamp value) whose steered text on the SELECT prompts raises both scores most:
+    maximise min(keyword gain / 2 words per 100, feature-activation gain / 1.0), fluent text only."""
+    trials = [(f, mult * labels.info(f)["max_activation"]) for f in cands for mult in MULTS]
+    k = len(SELECT)
+    enc = chat(tok, SELECT * len(trials))
+    out = sm.generate(**enc, edits=[[saesteer.Clamp(f, v)] for f, v in trials for _ in SELECT], **gen)
+    base_enc = chat(tok, SELECT)
+    base_out = sm.generate(**base_enc, **gen)
+    n = enc["input_ids"].shape[1]
+    best, best_score = trials[0], -math.inf
+    for t, (f, v) in enumerate(trials):
+        texts = [tok.decode(out[t * k + i, n:], skip_special_tokens=True) for i in range(k)]
+        # degenerate text ("unto unto unto ...") does not count: at least 35% of its words distinct
+        if not all(len(set(words(x))) >= 0.35 * max(len(words(x)), 1) for x in texts):
+            continue
+        sub = {key: val[t * k:(t + 1) * k] for key, val in enc.items()}
+        s = measure(sm, tok, sub, out[t * k:(t + 1) * k], f, keywords)
+        b = measure(sm, tok, base_enc, base_out, f, keywords)
+        m = statistics.mean
+        score = min((m(s["kw"]) - m(b["kw"])) / 2.0, m(s["feat"]) - m(b["feat"]))
+        if score > best_score:
+            best, best_score = (f, v), score
+    return best
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--new-tokens", type=int, default=40)
     p.add_argument("--fp32", action="store_true")
+    p.add_argument("--build-lexicon", metavar="CORPUS", nargs="?", const="",
+                   help="rebuild concept_lexicon.json from the corpus (scripts/build_corpus.py) and exit")
+    p.add_argument("--concepts", default=",".join(CONCEPTS), help="comma-separated subset of " + ", ".join(CONCEPTS))
     a = p.parse_args()
+    if a.build_lexicon is not None:
+        return build_lexicon(a.build_lexicon or None)
+    lexicon = json.loads(LEXICON.read_text())
     sm, tok = load_default(dtype=torch.float32 if a.fp32 else torch.bfloat16)
     labels = sm.sae.labels
     gen = dict(max_new_tokens=a.new_tokens, do_sample=False)
+    sel_gen = dict(max_new_tokens=32, do_sample=False)
     base_enc = chat(tok, PROMPTS)
     base_out = sm.generate(**base_enc, **gen)
     rows = []
-    for concept, (queries, keywords) in CONCEPTS.items():
-        source = queries[-1] if queries[-1] != "python" else "python-docs"
-        # style features: most of their top contexts from the concept's source, firing often
-        style = sorted((f for f in labels if labels.info(f)["sources"].get(source, 0) >= 0.8),
-                       key=lambda f: -labels.info(f)["density"])[:4]
-        cands = list(dict.fromkeys([m.feature for q in queries[:2] for m in labels.search(q, top=2)] + style))[:8]
-        trials = [(f, mult * labels.info(f)["max_activation"]) for f in cands for mult in MULTS]
-        sel = chat(tok, SELECT * len(trials))
-        per_row = [saesteer.Clamp(f, v) for f, v in trials for _ in SELECT]
-        out = sm.generate(**sel, edits=[[e] for e in per_row], **gen)
-        n = sel["input_ids"].shape[1]
-        rates = []
-        for t in range(len(trials)):
-            texts = [tok.decode(out[t * len(SELECT) + i, n:], skip_special_tokens=True) for i in range(len(SELECT))]
-            # degenerate text ("unto unto unto ...") does not count: at least 35% of its words distinct
-            fluent = all(len(set(words(x))) >= 0.35 * max(len(words(x)), 1) for x in texts)
-            rates.append(statistics.mean(100 * sum(w in keywords for w in words(x)) / max(len(words(x)), 1)
-                                         for x in texts) if fluent else -1.0)
-        for t, (f, _) in enumerate(trials):  # add the feature's own activation on the output (unsteered read)
-            if rates[t] < 0:
-                continue
-            span = slice(t * len(SELECT), (t + 1) * len(SELECT))
-            sub = {k: v[span] for k, v in sel.items()}
-            rates[t] += 10 * statistics.mean(measure(sm, tok, sub, out[span], f, keywords)["feat"])
-        feature, value = trials[max(range(len(trials)), key=rates.__getitem__)]
+    for concept in a.concepts.split(","):
+        source, queries = CONCEPTS[concept]
+        keywords = set(lexicon[source])
+        feature, value = select(sm, tok, labels, candidates(labels, source, queries), keywords, sel_gen)
         steered = sm.generate(**base_enc, edits={feature: value}, **gen)
         b = measure(sm, tok, base_enc, base_out, feature, keywords)
         s = measure(sm, tok, base_enc, steered, feature, keywords)
@@ -131,8 +176,8 @@ def main() -> None:
                      tok.decode(steered[0, base_enc["input_ids"].shape[1]:], skip_special_tokens=True)))
     print(f"SmolLM2-135M-Instruct + bundled SAE, {len(PROMPTS)} neutral prompts, {a.new_tokens} new tokens, "
           f"{'fp32' if a.fp32 else 'bf16'}; mean over prompts (unsteered -> steered)\n")
-    print(f"| concept | feature | clamp | feat act on output | keywords /100 words | perplexity |")
-    print(f"|---|---|---|---|---|---|")
+    print("| concept | feature | clamp | feature act on output | distinctive words /100 | perplexity |")
+    print("|---|---|---|---|---|---|")
     for concept, f, v, label, b, s, _ in rows:
         m = statistics.mean
         print(f"| {concept} | {f} | {v:.1f} | {m(b['feat']):.2f} -> {m(s['feat']):.2f} | "
