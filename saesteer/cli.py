@@ -122,6 +122,15 @@ def cmd_hooks(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(a: argparse.Namespace) -> int:
+    try:
+        from saesteer.demos.app import serve
+    except ImportError as e:
+        raise SaesteerError(f"the demo needs Gradio: pip install 'saesteer[demo]' ({e})") from e
+    serve(a)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="saesteer", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -162,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("hooks", help="list the hook names of a model")
     h.add_argument("--model", default="smollm2")
     h.set_defaults(fn=cmd_hooks)
+
+    from saesteer.demos.options import add_demo_arguments  # argparse only: Gradio loads in cmd_demo
+
+    d = add_demo_arguments(sub.add_parser("demo", help="the browser app: steer and explain features live "
+                                                       "(offline, on 127.0.0.1 unless --host says otherwise)"))
+    d.set_defaults(fn=cmd_demo)
     return p
 
 

@@ -1,0 +1,239 @@
+"""The demo in a real browser: ``saesteer demo`` runs offline in a subprocess, headless Chromium
+drives it, and every result on the page is checked against what the library returns for the same
+input. Screenshots of each tab are saved (see tests/demo_harness.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import saesteer
+
+from demo_harness import browser_missing, chromium, demo_server
+
+pytestmark = pytest.mark.real
+
+NEW_TOKENS = 8  # the app is started with --max-new-tokens 8, so its slider starts (and ends) there
+PROMPT = "Tell me about the sea."
+CLAMP = 80.0
+
+
+@pytest.fixture(scope="module")
+def library():
+    """The model the demo serves by default, loaded here as the library loads it."""
+    from saesteer.embedded import load_default
+
+    return load_default(dtype=torch.bfloat16)
+
+
+@pytest.fixture(scope="module")
+def browser(app_url):
+    """One headless Chromium for the module; each test opens the page afresh (a new Gradio session)."""
+    with chromium() as page:
+        yield page
+
+
+@pytest.fixture(scope="module")
+def server():
+    why = browser_missing()
+    if why:
+        pytest.skip(why)
+    with demo_server("--max-new-tokens", str(NEW_TOKENS)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def app_url(server, library):
+    """The running app's address (the library loads here while the app starts)."""
+    return server.wait()
+
+
+_computed: dict = {}
+
+
+def library_outputs(library, prompt: str, feature: int) -> tuple[str, str]:
+    """(the bare model's greedy continuation, the continuation with ``feature`` clamped to ``CLAMP``)
+    as the library gives them (computed once per prompt and feature)."""
+    if (prompt, feature) not in _computed:
+        sm, tok = library
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                       add_generation_prompt=True)
+        one = tok([text], return_tensors="pt")
+        n = one["input_ids"].shape[1]
+        if prompt not in _computed:
+            plain = sm.generate(**one, max_new_tokens=NEW_TOKENS, do_sample=False)
+            _computed[prompt] = tok.decode(plain[0, n:], skip_special_tokens=True).strip()
+        two = tok([text, text], return_tensors="pt", padding=True)
+        both = sm.generate(**two, edits=[None, [saesteer.Clamp(feature, CLAMP)]], max_new_tokens=NEW_TOKENS,
+                           do_sample=False)
+        _computed[prompt, feature] = tok.decode(both[1, n:], skip_special_tokens=True).strip()
+    return _computed[prompt], _computed[prompt, feature]
+
+
+def add_edit(page, feature: int, kind: str, value: float) -> None:
+    page.type("steer-feature", str(feature))
+    page.choose("steer-kind", kind)
+    page.type("steer-value", str(value))
+    page.click("steer-add")
+    page.wait_for(lambda: str(feature) in page.text("steer-edits"), 60, "the edit never reached the edit list")
+
+
+def generate(page, timeout: float = 300) -> tuple[str, str]:
+    page.click("steer-generate")
+    page.wait_for(lambda: "done" in page.text("steer-status") or page.error("steer-error"), timeout,
+                  "generation never finished")
+    assert not page.error("steer-error"), page.error("steer-error")
+    return page.value("steer-unsteered"), page.value("steer-steered")
+
+
+def test_steer_tab_matches_the_library(app_url, library, browser):
+    """Search a feature by label, clamp it, generate: the unsteered side is the bare model's greedy
+    output, the steered side is the library's steered output and differs from it; the token view
+    shows the clamped feature with its label on hover."""
+    sm, _ = library
+    feature = sm.sae.labels.search("kjv", top=1)[0].feature
+    page = browser
+    page.open(app_url)
+    page.type("steer-search", "kjv")
+    page.click("steer-search-btn")
+    first = "#steer-results [data-testid='cell-0-0']"
+    page.wait_for(lambda: page.driver.find_elements("css selector", first), 60, "no search results")
+    page.find(first).click()
+    page.wait_for(lambda: page.value("steer-feature") == str(feature), 30, "clicking a match did not pick it")
+    page.type("steer-prompt", PROMPT)
+    add_edit(page, feature, "clamp", CLAMP)
+    plain, steered = generate(page)
+
+    want_plain, want_steered = library_outputs(library, PROMPT, feature)
+    assert plain == want_plain
+    assert steered == want_steered
+    assert steered != plain
+    spans = page.driver.find_elements("css selector", "#steer-view-steered span.saesteer-token")
+    assert len(spans) > 0
+    title = spans[0].get_attribute("title")
+    assert f"feature {feature}:" in title and sm.sae.labels[feature][:20] in title
+    page.screenshot("steer")
+
+
+def test_two_sessions_steer_at_once_without_seeing_each_other(app_url, library, browser):
+    """Two browsers with different edits press generate together; each gets its own steered text."""
+    sm, _ = library
+    fa = sm.sae.labels.search("kjv", top=1)[0].feature
+    fb = sm.sae.labels.search("python", top=1)[0].feature
+    want = {f: library_outputs(library, PROMPT, f) for f in (fa, fb)}
+    assert want[fa][1] != want[fb][1], "pick two features that steer this prompt differently"
+    a = browser
+    with chromium() as b:
+        for page, f in ((a, fa), (b, fb)):
+            page.open(app_url)
+            page.type("steer-prompt", PROMPT)
+            add_edit(page, f, "clamp", CLAMP)
+        a.click("steer-generate")
+        b.click("steer-generate")
+        for page, f in ((a, fa), (b, fb)):
+            page.wait_for(lambda: "done" in page.text("steer-status") or page.error("steer-error"), 300,
+                          "generation never finished")
+            assert not page.error("steer-error")
+            assert page.value("steer-unsteered") == want[f][0]
+            assert page.value("steer-steered") == want[f][1]
+            assert page.text("steer-edits").count(str(f)) >= 1
+        assert str(fb) not in a.text("steer-edits") and str(fa) not in b.text("steer-edits")
+
+
+def test_errors_are_messages_in_the_page(app_url, library, browser):
+    """Bad input shows a one-line message where the visitor looks, never a stack trace."""
+    sm, _ = library
+    page = browser
+    page.open(app_url)
+    page.type("steer-feature", str(sm.sae.d_sae + 5))
+    page.click("steer-add")
+    page.wait_for(lambda: "does not exist" in page.error("steer-error"), 30, "no error for a bad feature")
+    page.type("steer-feature", "3")
+    page.choose("steer-kind", "clamp")
+    page.type("steer-value", "1e9")
+    page.click("steer-add")
+    page.wait_for(lambda: "within" in page.error("steer-error"), 30, "no error for a huge value")
+    page.type("steer-prompt", "   ")
+    page.click("steer-generate")
+    page.wait_for(lambda: "type a prompt" in page.error("steer-error"), 30, "no error for an empty prompt")
+    page.expand("Model and SAE")
+    page.type("pair-model", "nobody/no-such-model")
+    page.click("pair-load")
+    page.wait_for(lambda: "cannot load model" in page.error("pair-error"), 120, "no error for a missing model")
+    assert "nobody/no-such-model" in page.error("pair-error")
+    html = page.driver.page_source
+    assert "Traceback" not in html and 'File "' not in html
+    page.screenshot("errors", docs=False)
+
+
+def test_reward_tab_scores_explains_and_reweights(app_url, browser):
+    """The page's two rewards are the library's; the top feature of the preference is charted and
+    has a slider; moving it to 0 gives the scores of ``rm.reweight({i: 0}, copy=True)``."""
+    from saesteer.demos.reward_tab import EXAMPLE
+    from saesteer.reward import load_demo
+
+    rm = load_demo()
+    prompt, a, b = EXAMPLE
+    want = rm.score([(prompt, a), (prompt, b)]).tolist()
+    top = rm.explain_preference((prompt, a), (prompt, b), top=1).contributions[0].feature
+    want_rw = rm.reweight({top: 0.0}, copy=True).score([(prompt, a), (prompt, b)]).tolist()
+    assert want_rw != want
+    page = browser
+    page.open(app_url)
+    page.open_tab("Reward")
+    page.click("reward-score")
+    page.wait_for(lambda: "preferred" in page.text("reward-summary") or page.error("reward-error"), 300,
+                  "scoring never finished")
+    assert not page.error("reward-error")
+    got = [float(page.value("reward-a")), float(page.value("reward-b"))]
+    assert got == pytest.approx(want, abs=1e-4)
+
+    def bars() -> list[str]:  # the charts draw (asynchronously) one bar per feature, named with its label
+        return [e.get_attribute("aria-label") or "" for e in page.driver.find_elements(
+            "css selector", "#reward-chart-a [aria-roledescription='bar'], #reward-chart-b [aria-roledescription='bar']")]
+
+    page.wait_for(lambda: any(f"feature: {top}: {rm.labels[top][:10]}" in bar for bar in bars()), 60,
+                  "the top feature has no bar with its label")
+    page.wait_for(lambda: f"w[{top}]" in page.text("reward-w0"), 30, "the top feature has no slider")
+    page.type("reward-w0", "0")
+    page.wait_for(lambda: "before reweighting" in page.text("reward-summary"), 60,
+                  "the scores did not follow the slider")
+    got = [float(page.value("reward-a")), float(page.value("reward-b"))]
+    assert got == pytest.approx(want_rw, abs=1e-4)
+    page.screenshot("reward")
+
+
+def test_erase_tab_finds_the_library_features_and_probes(app_url, library, browser):
+    """The chosen features are ``FeatureEdit.find``'s; the probe's before/after are the library's
+    continuations without and with the erasure."""
+    from saesteer import FeatureEdit
+    from saesteer.demos.erase_tab import (DEFAULT_METHOD, DEFAULT_TOP, EXAMPLE_KEEP, EXAMPLE_PROBE, EXAMPLE_TARGET,
+                                          PROBE_TOKENS)
+
+    sm, tok = library
+    edit = FeatureEdit.find(sm, target=EXAMPLE_TARGET.splitlines(), contrast=EXAMPLE_KEEP.splitlines(),
+                            top=DEFAULT_TOP, method=DEFAULT_METHOD)
+    enc = tok([EXAMPLE_PROBE] * 2, return_tensors="pt", padding=True)
+    out = sm.generate(**enc, edits=[None, edit], max_new_tokens=PROBE_TOKENS, do_sample=False)
+    n = enc["input_ids"].shape[1]
+    want = [tok.decode(out[r, n:], skip_special_tokens=True).strip() for r in (0, 1)]
+    page = browser
+    page.open(app_url)
+    page.open_tab("Erase")
+    page.click("erase-find")
+    page.wait_for(lambda: "reliability" in page.text("erase-summary") or page.error("erase-error"), 300,
+                  "finding features never finished")
+    assert not page.error("erase-error")
+    want_units = [u.feature for u in edit.features][:8]  # the table scrolls: its first rows render
+
+    def shown() -> list[int]:
+        cells = page.driver.find_elements("css selector", "#erase-features [data-testid^='cell-'][data-testid$='-0']")
+        return [int(c.text) for c in cells if c.text.strip().isdigit()][:8]
+
+    page.wait_for(lambda: len(shown()) == len(want_units), 30, "the chosen features never showed")
+    assert shown() == want_units
+    page.click("erase-probe")
+    page.wait_for(lambda: page.value("erase-after") or page.error("erase-error"), 300, "probing never finished")
+    assert not page.error("erase-error")
+    assert [page.value("erase-before"), page.value("erase-after")] == want
+    page.screenshot("erase")

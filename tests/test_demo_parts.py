@@ -1,0 +1,205 @@
+"""The demo's parts without a browser: limits, batched streaming, the token view, model loading errors,
+the reward tab's reweighting arithmetic, and the ``saesteer demo`` options. Tiny random models only."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import saesteer
+from saesteer.cli import build_parser
+from saesteer.demos.limits import DemoInputError, Limits
+from saesteer.demos.models import ModelRegistry, PairKey, key_from_page, load_pair
+from saesteer.demos.page_errors import error_html, error_text
+from saesteer.demos.streaming import stream_rows
+from saesteer.demos.token_view import TokenFeatures, caption, read_token_features, render_tokens
+from saesteer.errors import SaesteerError
+from tiny import CharTokenizer, random_sae, tiny_lm
+
+
+class BatchTokenizer(CharTokenizer):
+    """CharTokenizer plus what the demo calls: a batch of texts to left-padded tensors."""
+
+    chat_template = None
+    pad_token = "<pad>"
+
+    def __call__(self, text, add_special_tokens=False, return_tensors=None, padding=False, **kw):
+        if isinstance(text, str):
+            return super().__call__(text)
+        rows = [super(BatchTokenizer, self).__call__(t)["input_ids"] for t in text]
+        n = max(map(len, rows))
+        ids = torch.tensor([[0] * (n - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (n - len(r)) + [1] * len(r) for r in rows])
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.fixture(scope="module")
+def steered():
+    sm = saesteer.wrap(tiny_lm("llama"), random_sae(d_sae=64), layer=1, tokenizer=BatchTokenizer())
+    return sm, BatchTokenizer()
+
+
+def test_limits_refuse_out_of_bounds_input():
+    lim = Limits(max_prompt_chars=20, max_new_tokens=16, max_edits=2, max_abs_value=100, max_abs_scale=10)
+    assert lim.prompt("  hi  ") == "hi"
+    for bad, msg in [("", "type a prompt"), ("x" * 21, "at most 20")]:
+        with pytest.raises(DemoInputError, match=msg):
+            lim.prompt(bad)
+    assert lim.new_tokens("8") == 8
+    for bad in (0, 17, "many"):
+        with pytest.raises(DemoInputError):
+            lim.new_tokens(bad)
+    assert lim.edit_row(3, "clamp", 50, d_sae=64) == (3, "clamp", 50.0)
+    assert lim.edit_row(3.0, "erase", None, d_sae=64) == (3, "erase", 0.0)
+    for row, msg in [((64, "clamp", 1), "does not exist"), ((2.5, "clamp", 1), "whole number"),
+                     ((1, "teleport", 1), "one of"), ((1, "clamp", 101), "within"), ((1, "scale", 11), "within"),
+                     ((1, "add", float("nan")), "within"), ((None, "clamp", 1), "pick a feature")]:
+        with pytest.raises(DemoInputError, match=msg):
+            lim.edit_row(*row, d_sae=64)
+    edits = lim.edit_list([[1, "clamp", 5.0], [2, "scale", 0.5]], d_sae=64)
+    assert edits == [saesteer.Clamp(1, 5.0), saesteer.Scale(2, 0.5)]
+    with pytest.raises(DemoInputError, match="at most 2"):
+        lim.edit_list([[1, "erase", 0]] * 3, d_sae=64)
+
+
+def test_stream_rows_streams_each_row_and_ends_with_the_batched_generate(steered):
+    """Every update holds one more token per row; the last equals one ``generate(edits=[None, e])``."""
+    sm, tok = steered
+    edits = [saesteer.Clamp(5, 20.0)]
+    updates = list(stream_rows(sm, tok, "hello there", [None, edits], max_new_tokens=6))
+    assert [u.new_tokens for u in updates] == [1, 2, 3, 4, 5, 6, 6] and updates[-1].done
+    for a, b in zip(updates, updates[1:-1]):
+        assert [x[:len(y)] for x, y in zip(b.new_ids, a.new_ids)] == a.new_ids  # rows only grow
+    enc = tok(["hello there"] * 2, return_tensors="pt", padding=True)
+    out = sm.generate(**enc, edits=[None, edits], max_new_tokens=6, do_sample=False)
+    n = enc["input_ids"].shape[1]
+    assert updates[-1].new_ids == [out[r, n:].tolist() for r in (0, 1)]
+    assert updates[-2].new_ids == updates[-1].new_ids
+    assert updates[-1].new_ids[0] != updates[-1].new_ids[1]  # the clamp changed the steered row
+    plain = sm.generate(**tok(["hello there"], return_tensors="pt", padding=True), max_new_tokens=6, do_sample=False)
+    assert updates[-1].new_ids[0] == plain[0, n:].tolist()
+
+
+def test_stream_rows_checks_edits_first_and_stops_when_closed(steered):
+    sm, tok = steered
+    with pytest.raises(saesteer.EditError):
+        next(stream_rows(sm, tok, "hi", [None, [saesteer.Clamp(999, 1.0)]], max_new_tokens=4))
+    it = stream_rows(sm, tok, "hello", [None, None], max_new_tokens=200)
+    first = next(it)
+    assert first.new_tokens == 1
+    it.close()  # the visitor left: generation stops at its next step and the worker thread ends
+    assert not any(t.name == "saesteer-demo-generate" and t.is_alive() for t in threading.enumerate())
+    assert not sm._hooks.active
+
+
+def test_token_view_reads_features_and_escapes_text(steered):
+    sm, tok = steered
+    last = list(stream_rows(sm, tok, "abc", [None, [saesteer.Clamp(5, 20.0)]], max_new_tokens=4))[-1]
+    rows = read_token_features(sm, tok, last.sequences, last.attention_mask, last.prompt_len)
+    assert [len(r.tokens) for r in rows] == [4, 4]
+    acts = sm.features(input_ids=last.sequences, top_k=64)
+    pos = last.prompt_len + 2
+    assert rows[1].features[2] == acts.at(1, pos)  # the same numbers as the library's features()
+    row = TokenFeatures(["<b>x</b>", "y"], [[(5, 2.0), (7, 1.0)], []])
+    page = render_tokens(row, 5, {5: "a & b", 7: "q\"uote"}, scale=2.0)
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page and "a &amp; b" in page
+    assert "rgba(255, 140, 0, 1.000)" in page and "rgba(255, 140, 0, 0.000)" in page
+    assert "fires on 1 of 2 tokens, peak 2.00" in caption(row, 5, None)
+    assert "does not fire" in caption(row, 9, None)
+    assert TokenFeatures.from_json(row.to_json()) == row
+
+
+def test_errors_read_as_one_line_without_a_traceback():
+    assert error_text(DemoInputError("too long")) == "too long"
+    try:
+        {}["missing"]
+    except KeyError as e:
+        text = error_text(e)
+    assert text == "KeyError: 'missing'" and "Traceback" not in text
+    assert "&lt;script&gt;" in error_html(SaesteerError("<script>"))
+    assert error_html(None) == ""
+
+
+def test_loading_a_pair_fails_clearly(tmp_path):
+    with pytest.raises(SaesteerError, match="no such folder"):
+        load_pair(PairKey(str(tmp_path / "missing")), torch.float32)
+    with pytest.raises(SaesteerError, match="cannot load model 'nobody/nothing'"):
+        load_pair(PairKey("nobody/nothing"), torch.float32)  # HF_HUB_OFFLINE=1 in tests: fails at once
+    with pytest.raises(SaesteerError, match="cannot load model"):
+        load_pair(PairKey(str(tmp_path)), torch.float32)  # a folder with no model in it
+    assert key_from_page(" ", None, "") == PairKey()
+    with pytest.raises(SaesteerError, match="one line"):
+        key_from_page("a\nb", "", "")
+    with pytest.raises(SaesteerError, match="dtype"):
+        ModelRegistry(dtype="int8")
+
+
+def test_registry_keeps_the_default_and_evicts_others(monkeypatch, steered):
+    sm, tok = steered
+    from saesteer.demos import models
+
+    loads = []
+
+    def fake(key, dtype):
+        loads.append(key)
+        return models.LoadedPair(key, sm, tok)
+
+    monkeypatch.setattr(models, "load_pair", fake)
+    reg = ModelRegistry(PairKey("a"), capacity=1)
+    assert reg.get().key == PairKey("a") and reg.get(PairKey("a")).key == PairKey("a")
+    reg.get(PairKey("b"))
+    reg.get(PairKey("c"))  # evicts b, never the default
+    reg.get(PairKey("a"))
+    reg.get(PairKey("b"))
+    assert loads == [PairKey("a"), PairKey("b"), PairKey("c"), PairKey("b")]
+
+
+def test_reward_reweighting_matches_the_library():
+    """The sliders' arithmetic gives ``SARM.reweight(copy=True).score`` without a forward."""
+    from saesteer.demos.reward_scores import read_pair, reweighted
+    from saesteer.reward import SARM
+
+    sae = random_sae(d_sae=64, architecture="topk", k=8)
+    w = torch.randn(64, generator=torch.Generator().manual_seed(5))
+    rm = SARM.from_backbone(tiny_lm("llama"), sae, layer=2, tokenizer=CharTokenizer(), weight=w)
+    convs = [("why?", "because"), ("why?", "no idea at all")]
+    st = read_pair(rm, *convs[0], convs[1][1])
+    assert st["rewards"] == pytest.approx(rm.score(convs).tolist(), abs=1e-12)
+    i, j = st["sliders"][:2]
+    got, _ = reweighted(st, {i: 0.0, j: 1.2345})
+    want = rm.reweight({i: 0.0, j: 1.2345}, copy=True).score(convs).tolist()
+    assert got == pytest.approx(want, abs=1e-9) and got != pytest.approx(st["rewards"])
+    assert float(rm.weight[i]) == float(w[i])  # the shared model was never reweighted
+
+
+def test_demo_command_options():
+    a = build_parser().parse_args(["demo"])
+    assert (a.host, a.port, a.model, a.sae, a.dtype) == ("127.0.0.1", None, "smollm2", "", "bfloat16")
+    a = build_parser().parse_args(["demo", "--host", "0.0.0.0", "--port", "8000", "--sae", "x"])
+    assert (a.host, a.port, a.sae) == ("0.0.0.0", 8000, "x")
+
+
+def test_any_pair_loads_by_path(tmp_path):
+    """A model folder (weights + tokenizer) and an SAE folder load as the page's "Model and SAE" box
+    loads them; an SAE of the wrong width is refused with the reason."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = {"<pad>": 0, "<s>": 1, "</s>": 2, **{w: 3 + i for i, w in enumerate("the sea is a calm blue deep".split())}}
+    tk = Tokenizer(models.WordLevel(words, unk_token="<pad>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>").save_pretrained(tmp_path / "lm")
+    tiny_lm("llama").save_pretrained(tmp_path / "lm")
+    sae = random_sae(d_sae=64)
+    sae.cfg.hook_name = "blocks.1.hook_resid_post"
+    saesteer.save_sae(sae, tmp_path / "sae")
+    pair = load_pair(key_from_page(str(tmp_path / "lm"), str(tmp_path / "sae"), ""), torch.float32)
+    assert pair.hook == "blocks.1.hook_resid_post" and pair.sae.d_sae == 64
+    last = list(stream_rows(pair.model, pair.tokenizer, "the sea is", [None, [saesteer.Clamp(3, 9.0)]],
+                            max_new_tokens=3))[-1]
+    assert last.done and last.sequences.shape[0] == 2
+    saesteer.save_sae(random_sae(d_in=16, d_sae=8), tmp_path / "narrow")
+    with pytest.raises(SaesteerError, match="width"):
+        load_pair(PairKey(str(tmp_path / "lm"), str(tmp_path / "narrow"), "blocks.1.hook_resid_post"), torch.float32)
