@@ -33,12 +33,40 @@ class FeatureLabels(Mapping[int, str]):
 
     ``labels[i]`` is the short label; ``labels.info(i)`` the whole record;
     ``labels.search("thou")`` ranks features whose sources, top tokens, logit tokens or contexts
-    mention the word. Cost: the file is read once (a few MB for thousands of features).
+    mention the word. Cost: the file is read on first use (a few MB for thousands of features).
     """
 
     def __init__(self, records: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> None:
-        self._by_id = {int(r["feature"]): r for r in records}
-        self.meta = dict(meta or {})
+        self._records: dict[int, dict[str, Any]] | None = {int(r["feature"]): r for r in records}
+        self._meta = dict(meta or {})
+        self._path: Path | None = None
+
+    @classmethod
+    def lazy(cls, path: str | os.PathLike) -> "FeatureLabels":
+        """Labels read from ``path`` on first use: the records of thousands of features take ~15 MB
+        as Python objects, which a model that steers and never asks for a label need not hold."""
+        labels = cls([])
+        labels._records, labels._path = None, Path(path)
+        return labels
+
+    def _load(self) -> None:
+        with gzip.open(self._path, "rt", encoding="utf-8") as fh:  # type: ignore[arg-type]
+            data = json.load(fh)
+        self._records = {int(r["feature"]): r for r in data["features"]}
+        self._meta = dict(data.get("meta") or {})
+
+    @property
+    def _by_id(self) -> dict[int, dict[str, Any]]:
+        if self._records is None:
+            self._load()
+        return self._records  # type: ignore[return-value]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The file's metadata (how the labels were made)."""
+        if self._records is None:
+            self._load()
+        return self._meta
 
     # Mapping protocol ------------------------------------------------------------------------
     def __getitem__(self, feature: int) -> str:
@@ -99,7 +127,7 @@ class FeatureLabels(Mapping[int, str]):
     def find(cls, folder: str | os.PathLike) -> "FeatureLabels | None":
         """The labels stored in ``folder``, or None when it has none."""
         p = Path(folder)
-        return cls.load(p) if p.is_dir() and (p / FILE).is_file() else None
+        return cls.lazy(p / FILE) if p.is_dir() and (p / FILE).is_file() else None
 
 
 def _norm(t: str) -> str:

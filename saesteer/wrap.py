@@ -68,6 +68,9 @@ class SteeredModel:
         if owned:
             from saesteer.sae import load_sae
 
+            if "dtype" not in load_kwargs:  # read straight into the model's dtype: no float32 copy on the way
+                load_kwargs["dtype"] = sae_dtype or next(
+                    (p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
             sae = load_sae(sae, **load_kwargs)
         elif load_kwargs:
             raise TypeError(f"unexpected arguments for an SAE object: {sorted(load_kwargs)}")

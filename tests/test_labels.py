@@ -82,3 +82,14 @@ def test_search_scoring():
     assert [m.feature for m in fl.search("thou")] == [0, 1]
     assert [m.feature for m in fl.search("shakespeare thou")] == [0]
     assert [m.feature for m in fl.search("python")] == [2]
+
+
+def test_labels_found_beside_an_sae_are_read_on_first_use(tmp_path):
+    """An attached SAE does not hold its labels' records until someone asks for a label."""
+    FeatureLabels([{"feature": 0, "label": "zero", "top_tokens": ["a"]},
+                   {"feature": 3, "label": "three", "top_tokens": ["b"]}], {"how": "test"}).save(tmp_path)
+    labels = FeatureLabels.find(tmp_path)
+    assert labels._records is None                      # nothing parsed yet
+    assert labels[3] == "three" and len(labels) == 2 and labels.meta == {"how": "test"}
+    assert labels.search("b")[0].feature == 3
+    assert FeatureLabels.find(tmp_path / "nowhere") is None

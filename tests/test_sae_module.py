@@ -188,3 +188,21 @@ def test_nudge_is_the_sum_of_scaled_decoder_rows_and_follows_weight_updates():
         assert sae.nudge(adds) is sae.nudge(adds)  # computed once
         sae.W_dec.mul_(2.0)
         torch.testing.assert_close(sae.nudge(adds), 2 * want)
+
+
+def test_topk_subset_encode_in_row_chunks_gives_the_full_encode(monkeypatch):
+    """A long prefill is encoded TOPK_CHUNK_ROWS rows at a time (bounded memory); the edited
+    features' values are still exactly those of the dense encode."""
+    import saesteer.sae.module as module
+
+    sae = random_sae("topk", k=4)
+    x = torch.randn(3, 37, sae.d_in)
+    idx = torch.tensor([0, 5, 11])
+    x_in = sae._encoder_input(x)
+    dense = sae.encode(x)[..., idx]
+    whole = sae.encode_subset_normalized(x_in, idx)
+    monkeypatch.setattr(module, "TOPK_CHUNK_ROWS", 8)   # 111 rows -> 14 chunks, the last one short
+    chunked = sae.encode_subset_normalized(x_in, idx)
+    assert torch.equal(chunked, whole)
+    assert torch.allclose(chunked, dense, atol=1e-6)
+    assert (dense != 0).any()                           # the features do fire somewhere

@@ -25,6 +25,7 @@ from saesteer.errors import EditError, SAEFormatError
 ARCHITECTURES = ("relu", "jumprelu", "topk", "gated")
 #: activations whose feature i depends on encoder column i only (the fast path applies)
 ELEMENTWISE = ("relu", "jumprelu", "gated")
+TOPK_CHUNK_ROWS = 256  # rows per top-k chunk in a steered TopK forward (see SAE._topk_rows)
 _SUBSET_CACHE_SIZE = 64
 
 
@@ -235,11 +236,24 @@ class SAE(nn.Module):
             if sub is not None and self.cfg.architecture != "gated":
                 return self.activate(x_in @ sub.W_enc + self.b_enc[index], x_in, index)
             return self.activate(self.pre_activation(x_in, index), x_in, index)
-        vals, inds = torch.topk(self.pre_activation(x_in), int(self.cfg.k), dim=-1, sorted=False)  # type: ignore[arg-type]
+        vals, inds = self._topk_rows(x_in)
         if self.cfg.topk_relu:
             vals = torch.relu(vals)
         hit = inds.unsqueeze(-1) == index  # [..., k, n]: at most one hit per column
         return torch.where(hit, vals.unsqueeze(-1), vals.new_zeros(())).sum(-2)
+
+    def _topk_rows(self, x_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k pre-activations of every row, ``TOPK_CHUNK_ROWS`` rows at a time: a prefill of many
+        tokens never holds its whole ``[rows, d_sae]`` pre-activation (9 MB for 1024 tokens x 4608
+        in bf16), only a chunk of it. Rows are independent, so the numbers are those of one call."""
+        k = int(self.cfg.k)  # type: ignore[arg-type]
+        rows = x_in.reshape(-1, x_in.shape[-1])
+        if rows.shape[0] <= TOPK_CHUNK_ROWS:
+            vals, inds = torch.topk(self.pre_activation(rows), k, dim=-1, sorted=False)
+        else:
+            parts = [torch.topk(self.pre_activation(c), k, dim=-1, sorted=False) for c in rows.split(TOPK_CHUNK_ROWS)]
+            vals, inds = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return vals.reshape(*x_in.shape[:-1], k), inds.reshape(*x_in.shape[:-1], k)
 
     def nudge(self, adds: tuple[Any, ...]) -> torch.Tensor:
         """``sum_i amount_i * W_dec[feature_i]`` over Add edits, computed once per tuple of edits
