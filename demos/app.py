@@ -3,9 +3,11 @@
 
 Tabs: Steer (LLM edits, unsteered vs steered, per-token features); Erase (FeatureEdit: find the
 features that carry a piece of knowledge, erase them, probe before/after); Reward (two responses
-scored by a SARM reward model, feature contributions, reweighting). The model/SAE pair is the
-embedded default (SmolLM2-135M-Instruct + the bundled SAE) unless the command line or the page's
-"Model and SAE" box names another one by path or hub id.
+scored by a SARM reward model, feature contributions, reweighting); Vision (a tiny LLaVA's one-word
+answer about an image without and with a vision-SAE feature clamped, the feature's top images and heat
+map). The model/SAE pair is the embedded default (SmolLM2-135M-Instruct + the bundled SAE) unless the
+command line or the page's "Model and SAE" box names another one by path or hub id; the Vision tab
+always uses the shipped tiny LLaVA.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ def build_app(registry: ModelRegistry, limits: Limits = Limits()) -> gr.Blocks:
 
                 with gr.Tab("Reward", id="reward", elem_id="tab-reward"):
                     build_reward_tab(RewardModels(), limits)
+            if vision_ready():
+                from saesteer.demos.vision_tab import VisionModels, build_vision_tab
+
+                with gr.Tab("Vision", id="vision", elem_id="tab-vision"):
+                    build_vision_tab(VisionModels(dtype=registry.dtype), limits)
 
         def load(model: str, sae: str, hook: str, key: PairKey) -> tuple[Any, ...]:
             try:
@@ -94,6 +101,16 @@ def reward_ready() -> bool:
         demo_path()
         return True
     except Exception:  # noqa: BLE001 - an install without it gets no Reward tab
+        return False
+
+
+def vision_ready() -> bool:
+    """Whether the tiny LLaVA, its vision SAE and its gallery ship with this install (the Vision tab needs them)."""
+    try:
+        from saesteer.demos.vision_model import missing_vision_files
+
+        return missing_vision_files() is None
+    except Exception:  # noqa: BLE001 - an install without them gets no Vision tab
         return False
 
 

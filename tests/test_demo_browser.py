@@ -237,3 +237,153 @@ def test_erase_tab_finds_the_library_features_and_probes(app_url, library, brows
     assert not page.error("erase-error")
     assert [page.value("erase-before"), page.value("erase-after")] == want
     page.screenshot("erase")
+
+
+@pytest.fixture(scope="module")
+def vision():
+    """The tiny LLaVA the Vision tab serves, as the library loads it, with its labels and gallery."""
+    from saesteer.demos.vision_model import missing_vision_files
+
+    why = missing_vision_files()
+    if why:
+        pytest.skip(f"the shipped tiny LLaVA is not in this checkout, so the demo has no Vision tab: {why}")
+    from saesteer.embedded.vlm import load_tiny_llava_steered, tiny_llava_gallery, tiny_llava_labels
+
+    steered, proc = load_tiny_llava_steered(dtype=torch.bfloat16)
+    return steered, proc, tiny_llava_labels(), tiny_llava_gallery()
+
+
+def library_answers(vision, images: list, edits=None) -> list[str]:
+    """The library's greedy one-word answers (the Vision tab's ANSWER_TOKENS new tokens), one call."""
+    from saesteer.demos.vision_model import ANSWER_TOKENS
+
+    steered, proc = vision[:2]
+    inputs = proc(images)
+    out = steered.generate(**inputs, edits=edits, max_new_tokens=ANSWER_TOKENS, do_sample=False)
+    return proc.decode(out, inputs)
+
+
+def test_vision_tab_matches_the_library(app_url, vision, browser):
+    """Search a feature by label and pick it (its clamp value starts at 2x its max activation); pick a
+    held-out gallery image whose answer that clamp changes; press Answer: both answers are the library's
+    for that image without and with the clamp, the top-images strip shows the feature's top 6 gallery
+    images with the library's activations, and the heat map is drawn with the library's patch maximum."""
+    from saesteer.demos.vision_images import open_gallery_image
+    from saesteer.demos.vision_model import TOP_IMAGES
+    from saesteer.demos.vision_tab import EXAMPLE_SEARCH
+    from saesteer.metrics import patch_activation_map, top_images
+    from saesteer.metrics.image_activations import image_activations
+
+    steered, proc, labels, gallery = vision
+    page = browser
+    page.open(app_url)
+    page.open_tab("Vision")
+    page.type("vision-search", EXAMPLE_SEARCH)
+    page.click("vision-search-btn")
+    first = "#vision-results [data-testid='cell-0-0']"
+    page.wait_for(lambda: page.driver.find_elements("css selector", first), 120, "no search results")
+    page.find(first).click()
+    page.wait_for(lambda: page.value("vision-feature") and page.value("vision-value"), 30,
+                  "clicking a match did not pick it")
+    feature, value = int(page.value("vision-feature")), float(page.value("vision-value"))
+    rec = labels[feature]
+    assert rec["label"] == EXAMPLE_SEARCH or any(EXAMPLE_SEARCH in n.lower() for n in rec["names"])
+    assert value == pytest.approx(2 * rec["max_activation"])
+
+    images = [open_gallery_image(r) for r in gallery]
+    held = [i for i, r in enumerate(gallery) if r["split"] == "heldout"]
+    changed = []
+    for s in range(0, len(held), 16):  # held-out images whose answer the clamp changes, 16 at a time
+        some = held[s:s + 16]
+        before = library_answers(vision, [images[i] for i in some])
+        after = library_answers(vision, [images[i] for i in some], edits={feature: value})
+        changed += [i for i, a, b in zip(some, before, after) if a != b]
+        if changed:
+            break
+    for i in changed:  # the batch picks candidates; the page is checked against single-image calls
+        want_plain = library_answers(vision, [images[i]])[0]
+        want_steered = library_answers(vision, [images[i]], edits={feature: value})[0]
+        if want_plain != want_steered:
+            break
+    else:
+        pytest.fail(f"clamping feature {feature} to {value} changes no held-out answer")
+
+    css = f"#vision-gallery button[aria-label='Thumbnail {i + 1} of {len(gallery)}']"
+    thumb = page.wait_for(lambda: page.driver.find_elements("css selector", css), 30, "no thumbnail")[0]
+    page.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", thumb)
+    thumb.click()
+    page.wait_for(lambda: page.text("vision-chosen").startswith(f"gallery image {i}:"), 30, "picking did not take")
+    page.click("vision-run")
+    page.wait_for(lambda: "done" in page.text("vision-status") or page.error("vision-error"), 300,
+                  "answering never finished")
+    assert not page.error("vision-error"), page.error("vision-error")
+    assert page.value("vision-unsteered") == want_plain
+    assert page.value("vision-steered") == want_steered
+
+    batches = [proc.pixel_values(images[s:s + 16]) for s in range(0, len(images), 16)]
+    acts = image_activations(steered, batches, positions="patches", reduce="max")
+    top = top_images(acts, [feature], k=TOP_IMAGES).of(feature)
+    assert len(top) == TOP_IMAGES, f"feature {feature} fires on fewer than {TOP_IMAGES} gallery images"
+
+    def strip() -> list[str]:
+        return [c.text for c in page.driver.find_elements("css selector", "#vision-top .caption-label")]
+
+    page.wait_for(lambda: len(strip()) == TOP_IMAGES, 30, "the top-images strip does not show 6 images")
+    assert [c.split()[0] for c in strip()] == [f"{v:.2f}" for _, v in top]
+    assert [c.split(" | ", 1)[1].startswith(f"{gallery[j]['kind']}: {gallery[j]['name']}") for c, (j, _) in
+            zip(strip(), top)] == [True] * TOP_IMAGES
+    here = float(patch_activation_map(steered, proc.pixel_values([images[i]]), feature).max())
+    heat = page.find("#vision-heatmap img")
+    assert heat.get_attribute("src")
+    assert f"feature {feature} over this image's" in page.text("vision-heat-caption")
+    assert f"max {here:.2f} here" in page.text("vision-heat-caption")
+    loaded = ("return [...document.querySelectorAll('#vision-top img, #vision-heatmap img')]"
+              ".every(i => i.naturalWidth > 0)")
+    page.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", heat)
+    page.wait_for(lambda: page.driver.execute_script(loaded), 30, "the images never loaded")  # they load lazily
+    page.screenshot("vision")
+
+
+def test_vision_tab_answers_about_an_upload_and_refuses_bad_input(app_url, vision, browser, tmp_path):
+    """No image, an unknown feature, an out-of-range clamp value: each a one-line message in the page.
+    An uploaded cut-out (transparent background) is answered about as the library answers about the file."""
+    import numpy as np
+    from PIL import Image
+
+    from saesteer.demos.vision_images import open_gallery_image
+    from saesteer.demos.vision_model import default_clamp
+
+    steered, _, labels, gallery = vision
+    page = browser
+    page.open(app_url)
+    page.open_tab("Vision")
+    page.type("vision-feature", "3")
+    page.click("vision-run")
+    page.wait_for(lambda: "pick an image" in page.error("vision-error"), 120, "no error without an image")
+    page.wait_for(lambda: page.driver.find_elements("css selector", "#vision-gallery button.thumbnail-item"), 30,
+                  "the gallery never showed")[0].click()
+    page.wait_for(lambda: page.text("vision-chosen").startswith("gallery image 0:"), 30, "picking did not take")
+    for feat, val, msg in [(steered.sae.d_sae, "1", "does not exist"), (3, "1e9", "within"), (3, "many", "number")]:
+        page.type("vision-feature", str(feat))
+        page.type("vision-value", val)
+        page.click("vision-run")
+        page.wait_for(lambda: msg in page.error("vision-error"), 60, f"no error for feature {feat}, value {val}")
+    assert "Traceback" not in page.driver.page_source
+
+    rgba = np.asarray(open_gallery_image(gallery[-1]).convert("RGBA")).copy()
+    rgba[..., 3] = np.where((rgba[..., :3] > 245).all(-1), 0, 255)  # the white background made transparent
+    path = tmp_path / "cutout.png"
+    Image.fromarray(rgba).save(path)
+    want = library_answers(vision, [Image.open(path)])[0]
+    want_steered = library_answers(vision, [Image.open(path)], edits={3: default_clamp(labels, 3)})[0]
+    page.type("vision-value", "")
+    page.click("vision-search-btn")  # a search clears the error box: no stale error below
+    page.wait_for(lambda: not page.error("vision-error"), 60, "the error stayed")
+    page.find("#vision-image input[type='file']").send_keys(str(path))
+    page.wait_for(lambda: page.text("vision-chosen") == "your upload", 60, "the upload did not take")
+    page.click("vision-run")
+    page.wait_for(lambda: "done" in page.text("vision-status") or page.error("vision-error"), 300,
+                  "answering never finished")
+    assert not page.error("vision-error"), page.error("vision-error")
+    assert page.value("vision-unsteered") == want
+    assert page.value("vision-steered") == want_steered  # an empty value box: 2x the feature's max activation

@@ -203,3 +203,148 @@ def test_any_pair_loads_by_path(tmp_path):
     saesteer.save_sae(random_sae(d_in=16, d_sae=8), tmp_path / "narrow")
     with pytest.raises(SaesteerError, match="width"):
         load_pair(PairKey(str(tmp_path / "lm"), str(tmp_path / "narrow"), "blocks.1.hook_resid_post"), torch.float32)
+
+
+# ---------------------------------------------------------------------------------------- Vision tab
+def _vision_labels() -> dict[int, dict]:
+    recs = [(0, "bird", 0.9, 0.5, 2.0, ["heron"]), (1, "fruit", 1.0, 0.2, 3.0, ["apple"]),
+            (2, "bird", 0.95, 0.1, 1.5, ["owl"]), (3, "bird", 1.0, 0.9, 0.0, ["dead"]),
+            (4, "vehicle", 0.5, None, 1.25, ["birdcar"])]
+    out = {f: {"feature": f, "label": lab, "purity": p, "ms": ms, "max_activation": m, "names": names}
+           for f, lab, p, ms, m, names in recs}
+    out[0]["votes"], out[2]["votes"] = {"bird": 9, "fish": 1}, {"bird": 2}  # 0: 9 of its top 10 are birds
+    return out
+
+
+def test_vision_label_search_and_default_clamp():
+    from saesteer.demos.vision_model import default_clamp, search_features
+
+    labels = _vision_labels()
+    # exact label first (most top images of that label first, then purest), then a name match; the dead
+    # feature 3 never shows
+    assert [r[0] for r in search_features(labels, " Bird ")] == [0, 2, 4]
+    assert search_features(labels, "bird")[0][:4] == [0, "bird", 0.9, "9 of 10"]
+    assert search_features(labels, "apple")[0][:2] == [1, "fruit"]
+    assert [r[0] for r in search_features(labels, "")] == [0, 2, 1, 4]
+    assert [r[0] for r in search_features(labels, "3")] == [3] and search_features(labels, "99") == []
+    assert search_features(labels, "submarine") == []
+    assert default_clamp(labels, 1) == 6.0 and default_clamp(labels, 99) == 0.0
+    lim = Limits()
+    for bad in ("inf", "nan", "-1e9"):
+        with pytest.raises(DemoInputError, match="within"):
+            lim.edit_row(1, "clamp", bad, d_sae=5)
+
+
+def test_vision_heat_overlay_tints_the_firing_patches():
+    import numpy as np
+
+    from saesteer.demos.vision_images import heat_colors, heat_overlay
+
+    view = np.full((8, 8, 3), 200, dtype=np.uint8)
+    view[..., 0] = 50  # not grey: the overlay shows the image in grey
+    amap = torch.zeros(2, 2)
+    amap[1, 1] = 4.0
+    amap[0, 1] = 1.0
+    out = heat_overlay(view, amap, scale=4.0, zoom=3)
+    assert out.shape == (24, 24, 3) and out.dtype == np.uint8
+    grey = out[3:12, 3:12]  # inside patch (0, 0), off the grid lines: plain grey
+    assert (grey == grey[0, 0]).all() and len(set(grey[0, 0].tolist())) == 1
+    hot, warm = out[18, 18].astype(int), out[6, 18].astype(int)  # full scale vs a quarter of it
+    assert hot[0] > hot[2] + 60 and hot[1] > warm[1]
+    assert np.allclose(heat_colors(np.array([0.0, 1.0])), [[90, 0, 0], [255, 235, 60]])
+    with pytest.raises(DemoInputError, match="scale"):
+        heat_overlay(view, amap, scale=float("nan"))
+    with pytest.raises(DemoInputError, match="tile"):
+        heat_overlay(view, torch.zeros(3, 3), scale=1.0)
+
+
+def test_vision_upload_checks_and_missing_files(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from saesteer.demos.vision_images import MAX_UPLOAD_PIXELS, checked_upload
+    from saesteer.demos.vision_model import missing_vision_files
+
+    with pytest.raises(DemoInputError, match="pick an image"):
+        checked_upload(None)
+    with pytest.raises(DemoInputError, match="at most"):
+        checked_upload(SimpleNamespace(size=(MAX_UPLOAD_PIXELS, 2), mode="RGB"))
+    with pytest.raises(DemoInputError, match="x 3"):
+        checked_upload(np.zeros((4, 4), dtype=np.uint8))
+    ok = np.zeros((4, 5, 4), dtype=np.uint8)
+    assert checked_upload(ok) is ok
+    assert "gallery/gallery.json" in missing_vision_files(tmp_path)
+    for name in ("config.json", "tower.safetensors", "projector.safetensors", "labels.json", "sae/x",
+                 "gallery/gallery.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("{}")
+    assert missing_vision_files(tmp_path) is None
+
+
+class _TinyVisionProcessor:
+    """What the Vision tab calls on the tiny LLaVA's processor, for tests/tiny_vision's random LLaVA."""
+
+    object_fraction = 0.86
+
+    def __init__(self) -> None:
+        from tiny_vision import IMAGE, IMAGE_TOKEN, N_PATCHES
+
+        self.image_size, self.prompt = IMAGE, [5] + [IMAGE_TOKEN] * N_PATCHES + [6, 7]
+
+    def pixel_values(self, images):
+        from saesteer.embedded.vlm import image_tensor
+
+        return torch.stack([image_tensor(im, self.image_size) for im in images])
+
+    def __call__(self, images):
+        ids = torch.tensor([self.prompt] * len(images))
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": self.pixel_values(images)}
+
+    def decode(self, out, inputs):
+        return [" ".join(map(str, row[inputs["input_ids"].shape[1]:].tolist())) for row in out]
+
+
+def test_vision_answers_strip_and_heat_map_are_the_librarys(tmp_path):
+    """One request's two answers are the library's single-image answers without and with the clamp; the
+    strip is ``top_images`` of the gallery's max-over-patches activations (read once, then cached); the
+    heat map is drawn from ``patch_activation_map``."""
+    import numpy as np
+    from PIL import Image
+
+    from saesteer.demos.vision_images import gallery_activations
+    from saesteer.demos.vision_model import LoadedVision, answer_pair, feature_pictures
+    from saesteer.metrics import patch_activation_map, top_images
+    from saesteer.metrics.image_activations import image_activations
+    from tiny_vision import D_VISION, tiny_llava
+
+    rng = np.random.default_rng(0)
+    gallery = []
+    for i in range(8):
+        path = tmp_path / f"g{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+        gallery.append({"path": path, "kind": "kind", "name": f"n{i}", "split": "heldout" if i % 2 else "train"})
+    steered = saesteer.wrap(tiny_llava(), random_sae(d_in=D_VISION, d_sae=64))
+    proc = _TinyVisionProcessor()
+    images = [Image.open(r["path"]).convert("RGB") for r in gallery]
+    acts = image_activations(steered, [proc.pixel_values(images)], positions="patches", reduce="max")
+    feature = int(((acts > 0).sum(0) * 100 + acts.amax(0)).argmax())  # fires on the most images
+    labels = {feature: {"label": "kind", "purity": 1.0, "max_activation": float(acts[:, feature].max())}}
+    v = LoadedVision(steered, proc, labels, gallery, ("test", str(tmp_path)))
+    value = 8.0
+
+    plain, steer = answer_pair(v, images[1], feature, value)
+    assert plain != steer  # the clamp reaches the model
+    one = proc([images[1]])
+    gen = dict(max_new_tokens=4, do_sample=False)
+    assert plain == proc.decode(steered.generate(**one, **gen), one)[0]
+    assert steer == proc.decode(steered.generate(**one, edits={feature: value}, **gen), one)[0]
+
+    strip, overlay, caption, fires = feature_pictures(v, images[1], feature)
+    want = top_images(acts, [feature], k=6).of(feature)
+    assert fires == int((acts[:, feature] > 0).sum()) and len(strip) == min(6, fires) > 0
+    assert [c for _, c in strip] == [f"{val:.2f} | kind: n{i}" + (" (held out)" if i % 2 else "") for i, val in want]
+    assert overlay.shape == (2 * proc.image_size, 2 * proc.image_size, 3)
+    here = float(patch_activation_map(steered, proc.pixel_values([images[1]]), feature).max())
+    assert f"max {here:.2f} here" in caption
+    assert gallery_activations(steered, proc, gallery, v.key) is gallery_activations(steered, proc, [], v.key)
