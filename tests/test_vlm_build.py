@@ -144,3 +144,18 @@ def test_steering_picks_the_clearest_feature_of_each_kind_then_fills_up() -> Non
     assert 2 not in chosen and 3 not in chosen    # too impure / too few votes
     assert 6 not in chosen                        # not a kind the model is asked about
     assert set(chosen) == {1, 4, 0, 5} and len(chosen) <= MIN_FEATURES   # filled up with the next clearest
+
+
+def test_projector_view_batches_are_seeded_epochs_of_every_image() -> None:
+    from vlm.projector import view_batches
+
+    stamp = torch.zeros(4, 20, 20)
+    stamp[:, 5:15, 5:15] = 1.0
+    images = [stamp * (0.5 + 0.1 * i) for i in range(5)]
+    a = list(view_batches(images, 2, 5, seed=3))
+    b = list(view_batches(images, 2, 5, seed=3))
+    flat = [i for idx, _ in a for i in idx]
+    assert len(a) == 5 and all(len(idx) == 2 for idx, _ in a)
+    assert sorted(flat[:5]) == list(range(5)) and sorted(flat[5:10]) == list(range(5))   # whole epochs
+    assert all(v.shape == (3, SIZE, SIZE) for _, views in a for v in views)
+    assert all(x == y and all(torch.equal(p, q) for p, q in zip(u, w)) for (x, u), (y, w) in zip(a, b))
