@@ -64,8 +64,7 @@ class FeatureLabels(Mapping[int, str]):
     @property
     def meta(self) -> dict[str, Any]:
         """The file's metadata (how the labels were made)."""
-        if self._records is None:
-            self._load()
+        self._by_id  # noqa: B018 - read on first use, like the records
         return self._meta
 
     # Mapping protocol ------------------------------------------------------------------------

@@ -76,9 +76,14 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _timed(name: str, times: dict, fn, *args):
-    """Run a stage; record its wall-clock and CPU seconds (CPU / threads estimates an idle machine's wall)."""
+    """Run a stage; record its wall-clock and CPU seconds (CPU / threads estimates an idle machine's wall),
+    unless it found its output already built."""
+    from vlm import SKIPPED
+
     t0, c0 = time.time(), time.process_time()
     out = fn(*args)
+    if name in SKIPPED:
+        return out
     times[name] = {"wall_s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
                    "threads": torch.get_num_threads()}
     print(f"[{name}] {times[name]}", flush=True)

@@ -159,3 +159,13 @@ def test_projector_view_batches_are_seeded_epochs_of_every_image() -> None:
     assert sorted(flat[:5]) == list(range(5)) and sorted(flat[5:10]) == list(range(5))   # whole epochs
     assert all(v.shape == (3, SIZE, SIZE) for _, views in a for v in views)
     assert all(x == y and all(torch.equal(p, q) for p, q in zip(u, w)) for (x, u), (y, w) in zip(a, b))
+
+
+def test_a_stage_already_built_is_skipped_and_marked(tmp_path) -> None:
+    import vlm
+
+    marker = tmp_path / "card.json"
+    assert vlm.already_built("demo-stage", marker, force=False) is False and "demo-stage" not in vlm.SKIPPED
+    marker.write_text("{}")
+    assert vlm.already_built("demo-stage", marker, force=True) is False          # --force redoes it
+    assert vlm.already_built("demo-stage", marker, force=False) is True and "demo-stage" in vlm.SKIPPED

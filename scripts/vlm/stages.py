@@ -7,16 +7,14 @@ import argparse
 import json
 from pathlib import Path
 
-from . import log
+from . import already_built, log
 
 
 def stage_data(a: argparse.Namespace, work: Path, out: Path) -> None:
     from .sources import build_data, load_manifest, split_summary
 
     data = work / "data"
-    if (data / "manifest.json").is_file() and not a.force:
-        log(f"[data] done at {data}")
-    else:
+    if not already_built("data", data / "manifest.json", a.force):
         build_data(a.cache.expanduser(), data)
     log(f"[data] {split_summary(load_manifest(data))}")
 
@@ -66,8 +64,7 @@ def stage_teacher(a: argparse.Namespace, work: Path, out: Path) -> None:
     from .teacher import ViewStore, load_teacher
 
     folder = work / "teacher"
-    if (folder / "index.json").is_file() and not a.force:
-        log(f"[teacher] done at {folder}")
+    if already_built("teacher", folder / "index.json", a.force):
         return
     recs, imgs = _images(work)
     plan, make_view = view_plan(recs, imgs, a.views, a.seed, a.clipart_views)
@@ -109,8 +106,7 @@ def stage_tower(a: argparse.Namespace, work: Path, out: Path) -> None:
     from .tower import FEATURE_LAYER, VISION_CONFIG, train_tower
 
     folder = work / "tower"
-    if (folder / "card.json").is_file() and not a.force:
-        log(f"[tower] done at {folder}")
+    if already_built("tower", folder / "card.json", a.force):
         return
     store = ViewStore(work / "teacher")
     fc = classifier(load_teacher(a.cache.expanduser())[0]).float()
@@ -160,8 +156,7 @@ def stage_projector(a: argparse.Namespace, work: Path, out: Path) -> None:
     from .projector import majority_baseline, tiny_llava_config, train_projector, vqa_accuracy, warm_start_projector
 
     folder = work / "projector"
-    if (folder / "card.json").is_file() and not a.force:
-        log(f"[projector] done at {folder}")
+    if already_built("projector", folder / "card.json", a.force):
         return
     train, held = vqa_sets(work)
     lm, tok = load_smollm2(dtype=torch.bfloat16)

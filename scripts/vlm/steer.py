@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import log
+from . import already_built, log
 
 MIN_PURITY, MIN_FEATURES, PER_FEATURE, ALPHA = 0.8, 10, 30, 10.0
 
@@ -71,18 +71,17 @@ def stage_steer(a: argparse.Namespace, work: Path, out: Path) -> None:
     from saesteer.embedded.vlm import load_tiny_llava
 
     from .classes import KINDS, accepted
-    from .vision_sae import _kind_images
+    from .vision_sae import kind_images
 
     folder = work / "steer"
-    if (folder / "steer.json").is_file() and not a.force:
-        log(f"[steer] done at {folder}")
+    if already_built("steer", folder / "steer.json", a.force):
         return
     t0 = time.time()
     model, proc = load_tiny_llava(dtype=torch.bfloat16, folder=out)
     steered = saesteer.wrap(model, out / "sae")
     labels = json.loads((work / "labels" / "labels.json").read_text())["features"]
     chosen = choose_features(labels, set(KINDS))
-    recs, x, kinds, names = _kind_images(work, "heldout")
+    recs, x, kinds, names = kind_images(work, "heldout")
     order = sorted(range(len(recs)), key=lambda i: hashlib.sha1(recs[i].id.encode()).hexdigest())
     images = [x[i] for i in range(len(recs))]
     base = _answers(steered, proc, images)

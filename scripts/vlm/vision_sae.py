@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import log
+from . import already_built, log
 
 TOP = 10
 D_SAE, K = 2048, 16
@@ -64,8 +64,7 @@ def stage_sae(a: argparse.Namespace, work: Path, out: Path) -> None:
     from .tower import FEATURE_LAYER
 
     folder = work / "sae"
-    if (folder / "sae_weights.safetensors").is_file() and not a.force:
-        log(f"[sae] done at {folder}")
+    if already_built("sae", folder / "sae_weights.safetensors", a.force):
         return
     t0 = time.time()
     tower, _ = load_tower(work)
@@ -89,7 +88,7 @@ def stage_sae(a: argparse.Namespace, work: Path, out: Path) -> None:
     log(f"[sae] trained in {time.time() - t0:.0f} s -> {folder}")
 
 
-def _kind_images(work: Path, split: str):
+def kind_images(work: Path, split: str):
     from saesteer.embedded.vlm import image_tensor
 
     from .classes import stamp_kind
@@ -130,13 +129,12 @@ def stage_labels(a: argparse.Namespace, work: Path, out: Path) -> None:
     from .tower import FEATURE_LAYER
 
     folder = work / "labels"
-    if (folder / "labels.json").is_file() and not a.force:
-        log(f"[labels] done at {folder}")
+    if already_built("labels", folder / "labels.json", a.force):
         return
     t0 = time.time()
     tower, _ = load_tower(work)
     sae = load_sae(work / "sae").eval()
-    recs, x, kinds, names = _kind_images(work, "train")
+    recs, x, kinds, names = kind_images(work, "train")
     tokens = tower_tokens(tower, x, FEATURE_LAYER)
     acts = feature_image_activations(sae, tokens)
     labels = label_features(acts, kinds, names)
