@@ -131,19 +131,31 @@ def test_feature_labels_vote_over_top_images() -> None:
     assert labels[0]["max_activation"] == 8.0
 
 
-def test_steering_picks_the_clearest_feature_of_each_kind_then_fills_up() -> None:
-    from vlm.steer import MIN_FEATURES, choose_features
+def test_steering_candidates_are_clear_features_of_asked_kinds_clearest_first() -> None:
+    from vlm.steer import MIN_PURITY, candidates
 
     def rec(f, label, purity, n=10, ms=0.5):
         return {"feature": f, "label": label, "purity": purity, "votes": {label: n}, "ms": ms}
 
-    labels = [rec(0, "bird", 0.9), rec(1, "bird", 1.0), rec(2, "fish", 0.7), rec(3, "fish", 1.0, n=3),
+    labels = [rec(0, "bird", 0.9), rec(1, "bird", 1.0), rec(2, "fish", MIN_PURITY - 0.05), rec(3, "fish", 1.0, n=3),
               rec(4, "tree", 0.85, ms=0.9), rec(5, "tree", 0.85, ms=0.2), rec(6, "letter", 1.0)]
-    chosen = [r["feature"] for r in choose_features(labels, {"bird", "fish", "tree"})]
-    assert chosen[:2] == [1, 4]                  # best per kind: purity first, then MS
+    chosen = [r["feature"] for r in candidates(labels, {"bird", "fish", "tree"})]
+    assert chosen == [1, 0, 4, 5]                 # purity first, then MS (4 before 5)
     assert 2 not in chosen and 3 not in chosen    # too impure / too few votes
     assert 6 not in chosen                        # not a kind the model is asked about
-    assert set(chosen) == {1, 4, 0, 5} and len(chosen) <= MIN_FEATURES   # filled up with the next clearest
+
+
+def test_screening_keeps_features_that_moved_training_answers_best_first() -> None:
+    from vlm.steer import MAX_FEATURES, SCREEN_MIN, keep_screened
+
+    def rec(f, moved, purity=0.9):
+        return {"feature": f, "purity": purity, "screen": {"to_label": moved, "alpha": 10.0}}
+
+    kept = [r["feature"] for r in keep_screened([rec(0, SCREEN_MIN - 0.01), rec(1, 0.5), rec(2, 0.9),
+                                                 rec(3, 0.5, purity=1.0), rec(4, SCREEN_MIN)])]
+    assert kept == [2, 3, 1, 4]                   # most moved first, purity breaks ties; 0 is dropped
+    many = keep_screened([rec(f, 0.5) for f in range(MAX_FEATURES + 5)])
+    assert len(many) == MAX_FEATURES
 
 
 def test_projector_view_batches_are_seeded_epochs_of_every_image() -> None:

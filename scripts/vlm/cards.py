@@ -123,15 +123,19 @@ def write_readme(out: Path, card: dict) -> None:
             lines += ["| vision SAE (Monosemanticity Score, teacher embedder) | SAE features | raw neurons |", "|---|---|---|",
                       f"| mean over live features | {_fmt(sae['ms_sae_mean'])} | {_fmt(sae['ms_neurons_mean'])} |",
                       f"| mean of the top 10 % | {_fmt(sae['ms_sae_top10pct_mean'])} | {_fmt(sae['ms_neurons_top10pct_mean'])} |",
-                      f"| live features / features with a clear label | {sae['alive_features']} / {sae['clear_features']} | |", ""]
+                      f"| live features / features with purity >= 0.8 (8 of their top 10 training stamps share a kind) | {sae['alive_features']} / {sae['clear_features']} | |", ""]
         if st:
-            lines += [f"Steering ({st['features']} clearly labelled features, each clamped to {st['alpha']:g}x its max on "
-                      "held-out stamps of other kinds; `steering.json` has every feature):\n",
+            lines += [f"Steering: {st['candidates']} features with a clear label (purity >= {st['min_purity']:g}) were "
+                      f"screened on {st['screen_images']} training stamps of other kinds each, at {st['alphas']} x their "
+                      f"max; the {st['features']} that moved the most answers to their kind, each at its best factor, "
+                      "are measured on held-out stamps of other kinds (`steering.json` has every feature):\n",
                       "| | error-preserving (saesteer) | reconstruct (sae-for-vlm) |", "|---|---|---|",
                       f"| answers changed | {_fmt(st['error_changed'])} | {_fmt(st['reconstruct_changed'])} |",
                       f"| answers that became the feature's kind | {_fmt(st['error_to_label'])} | {_fmt(st['reconstruct_to_label'])} |",
                       f"| steering score (mean change of answer-concept cosine) | {st['error_steering_score']:+.3f} | "
                       f"{st['reconstruct_steering_score']:+.3f} |",
+                      f"| features that moved answers toward their kind (to-label > 0 and score > 0) | "
+                      f"{st['error_toward_concept']} of {st['features']} | {st['reconstruct_toward_concept']} of {st['features']} |",
                       f"| answers changed by the reconstruction alone, no edit | 0 (exact) | {_fmt(st['reconstruction_alone_changed'])} |", ""]
     times = card.get("stage_seconds", {})
     if times:

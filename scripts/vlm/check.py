@@ -59,8 +59,12 @@ def _pooled(teacher, tower, heads, x: torch.Tensor, batch: int = 64) -> tuple[to
     return t, s
 
 
-def _summary(path: Path) -> dict | None:
-    return json.loads(path.read_text())["summary"] if path.is_file() else None
+def _summary(*paths: Path) -> dict | None:
+    """The ``summary`` of the first of ``paths`` that exists (the work folder's, else the shipped copy)."""
+    for path in paths:
+        if path.is_file():
+            return json.loads(path.read_text())["summary"]
+    return None
 
 
 def run_check(a: argparse.Namespace, work: Path, out: Path) -> dict:
@@ -100,7 +104,8 @@ def run_check(a: argparse.Namespace, work: Path, out: Path) -> dict:
                      "vqa_heldout": {k: v for k, v in acc_h.items() if k != "answers"},
                      "vqa_train_sample": {k: v for k, v in acc_t.items() if k != "answers"},
                      "majority_baseline": base, "nearest_neighbour_heldout": knn,
-                     "sae": _summary(work / "labels" / "labels.json"), "steering": _summary(work / "steer" / "steer.json"),
+                     "sae": _summary(work / "labels" / "labels.json", out / "labels.json"),
+                     "steering": _summary(work / "steer" / "steer.json", out / "steering.json"),
                      "heldout_answers": acc_h["answers"]}
     card_path.write_text(json.dumps(card, indent=1))
     write_readme(out, card)
