@@ -191,8 +191,8 @@ def test_nudge_is_the_sum_of_scaled_decoder_rows_and_follows_weight_updates():
 
 
 def test_topk_subset_encode_in_row_chunks_gives_the_full_encode(monkeypatch):
-    """A long prefill is encoded TOPK_CHUNK_ROWS rows at a time (bounded memory); the edited
-    features' values are still exactly those of the dense encode."""
+    """A long prefill is encoded in chunks of at most TOPK_CHUNK_BYTES of pre-activation (bounded
+    memory); the edited features' values are still exactly those of the dense encode."""
     import saesteer.sae.module as module
 
     sae = random_sae("topk", k=4)
@@ -201,8 +201,13 @@ def test_topk_subset_encode_in_row_chunks_gives_the_full_encode(monkeypatch):
     x_in = sae._encoder_input(x)
     dense = sae.encode(x)[..., idx]
     whole = sae.encode_subset_normalized(x_in, idx)
-    monkeypatch.setattr(module, "TOPK_CHUNK_ROWS", 8)   # 111 rows -> 14 chunks, the last one short
+    row_bytes = sae.d_sae * sae.W_enc.element_size()
+    monkeypatch.setattr(module, "TOPK_CHUNK_BYTES", 8 * row_bytes + 3)   # 8 rows: 111 rows -> 14 chunks, the last short
+    calls = []
+    real = sae.pre_activation
+    monkeypatch.setattr(sae, "pre_activation", lambda c: calls.append(len(c)) or real(c))
     chunked = sae.encode_subset_normalized(x_in, idx)
+    assert calls == [8] * 13 + [7]
     assert torch.equal(chunked, whole)
     assert torch.allclose(chunked, dense, atol=1e-6)
     assert (dense != 0).any()                           # the features do fire somewhere

@@ -25,7 +25,8 @@ from saesteer.errors import EditError, SAEFormatError
 ARCHITECTURES = ("relu", "jumprelu", "topk", "gated")
 #: activations whose feature i depends on encoder column i only (the fast path applies)
 ELEMENTWISE = ("relu", "jumprelu", "gated")
-TOPK_CHUNK_ROWS = 256  # rows per top-k chunk in a steered TopK forward (see SAE._topk_rows)
+#: bytes of pre-activation per top-k chunk in a steered TopK forward (see SAE._topk_rows)
+TOPK_CHUNK_BYTES = 1 << 20
 _SUBSET_CACHE_SIZE = 64
 
 
@@ -243,15 +244,18 @@ class SAE(nn.Module):
         return torch.where(hit, vals.unsqueeze(-1), vals.new_zeros(())).sum(-2)
 
     def _topk_rows(self, x_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k pre-activations of every row, ``TOPK_CHUNK_ROWS`` rows at a time: a prefill of many
-        tokens never holds its whole ``[rows, d_sae]`` pre-activation (9 MB for 1024 tokens x 4608
-        in bf16), only a chunk of it. Rows are independent, so the numbers are those of one call."""
+        """Top-k pre-activations of every row, encoded in chunks of at most ``TOPK_CHUNK_BYTES`` of
+        pre-activation (113 rows of a 4608-wide bf16 SAE, 28 of a 18432-wide one): a prefill never
+        holds its whole ``[rows, d_sae]`` pre-activation, so its peak stays under the model's own
+        (a 256-row chunk of a 18432-wide SAE added 8 MiB to a batch-1 generate's peak; 28 rows, none).
+        Rows are independent, so the numbers are those of one call."""
         k = int(self.cfg.k)  # type: ignore[arg-type]
         rows = x_in.reshape(-1, x_in.shape[-1])
-        if rows.shape[0] <= TOPK_CHUNK_ROWS:
+        chunk = max(1, TOPK_CHUNK_BYTES // (self.d_sae * self.W_enc.element_size()))
+        if rows.shape[0] <= chunk:  # a decode step: one row per sequence, no list, no cat
             vals, inds = torch.topk(self.pre_activation(rows), k, dim=-1, sorted=False)
         else:
-            parts = [torch.topk(self.pre_activation(c), k, dim=-1, sorted=False) for c in rows.split(TOPK_CHUNK_ROWS)]
+            parts = [torch.topk(self.pre_activation(c), k, dim=-1, sorted=False) for c in rows.split(chunk)]
             vals, inds = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         return vals.reshape(*x_in.shape[:-1], k), inds.reshape(*x_in.shape[:-1], k)
 
