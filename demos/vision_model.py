@@ -59,10 +59,28 @@ def _agree(rec: dict) -> int:
     return int((rec.get("votes") or {}).get(rec.get("label") or "", 0))
 
 
-def default_clamp(labels: dict[int, dict], feature: int) -> float:
-    """The clamp value the tab starts from: twice the feature's largest activation on the training images."""
+#: the clamp factor (x the feature's training max) for features the build's steering screen did not keep
+DEFAULT_FACTOR = 2.0
+
+
+def steering_factors(folder: str | Path) -> dict[int, float]:
+    """``{feature: factor}`` for the features the build kept as steering toward their label, each with the
+    factor (x its training max) it was screened at (``steering.json``; empty when the file is absent)."""
+    path = Path(folder) / "steering.json"
+    if not path.is_file():
+        return {}
+    import json
+
+    return {int(r["feature"]): float(r["alpha"]) for r in json.loads(path.read_text()).get("features", [])
+            if "alpha" in r}
+
+
+def default_clamp(labels: dict[int, dict], feature: int, factors: dict[int, float] | None = None) -> float:
+    """The clamp value the tab starts from: the feature's largest activation on the training images times
+    its screened factor (``factors``, from :func:`steering_factors`), else ``DEFAULT_FACTOR``."""
     rec = labels.get(int(feature)) or {}
-    return round(2.0 * float(rec.get("max_activation") or 0.0), 4)
+    factor = (factors or {}).get(int(feature), DEFAULT_FACTOR)
+    return round(factor * float(rec.get("max_activation") or 0.0), 4)
 
 
 @dataclass
@@ -75,6 +93,7 @@ class LoadedVision:
     labels: dict[int, dict]
     gallery: list[dict]
     key: tuple[str, str]
+    factors: dict[int, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -108,7 +127,7 @@ class VisionModels:
             if self._loaded is None:
                 steered, proc = load_tiny_llava_steered(dtype=self.dtype, folder=self.folder)
                 self._loaded = LoadedVision(steered, proc, tiny_llava_labels(self.folder), self.gallery,
-                                            gallery_key(self.folder, self.dtype))
+                                            gallery_key(self.folder, self.dtype), steering_factors(self.folder))
             return self._loaded
 
 

@@ -51,7 +51,8 @@ def build_vision_tab(models: VisionModels, limits: Limits) -> None:
                            label="Matches (click one to clamp it)")
     with gr.Row(equal_height=True):
         feature = gr.Number(label="Feature", precision=0, elem_id="vision-feature")
-        value = gr.Textbox(label="Clamp value (empty: 2 x the feature's max activation)", max_length=40,
+        value = gr.Textbox(label="Clamp value (empty: the feature's max activation x the factor the build's "
+                                 "steering screen chose for it, else x 2)", max_length=40,
                            elem_id="vision-value")
         run_btn = gr.Button("Answer", variant="primary", elem_id="vision-run")
     error = gr.HTML("", elem_id="vision-error")
@@ -89,7 +90,8 @@ def build_vision_tab(models: VisionModels, limits: Limits) -> None:
         if not row:
             return gr.update(), gr.update()
         f = int(row[0])
-        return f, str(default_clamp(models.get().labels, f))
+        v = models.get()
+        return f, str(default_clamp(v.labels, f, v.factors))
 
     def run(idx: Any, img: Any, f: Any, val: Any) -> Iterator[dict]:
         try:
@@ -99,7 +101,7 @@ def build_vision_tab(models: VisionModels, limits: Limits) -> None:
             picture = open_gallery_image(v.gallery[int(idx)]) if idx is not None else checked_upload(img)
             if val is None or not str(val).strip():
                 f0, _, _ = limits.edit_row(f, "clamp", 0.0, d_sae=v.d_sae)
-                val = default_clamp(v.labels, f0)
+                val = default_clamp(v.labels, f0, v.factors)
             f, _, val = limits.edit_row(f, "clamp", val, d_sae=v.d_sae)
             t0 = time.perf_counter()
             a, b = answer_pair(v, picture, f, val, min(ANSWER_TOKENS, limits.max_new_tokens))

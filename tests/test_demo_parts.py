@@ -216,6 +216,23 @@ def _vision_labels() -> dict[int, dict]:
     return out
 
 
+def test_vision_clamp_factors_come_from_the_builds_steering_screen(tmp_path):
+    import json
+
+    from saesteer.demos.vision_model import steering_factors
+    from saesteer.embedded.vlm import tiny_llava_path
+
+    assert steering_factors(tmp_path) == {}                     # no steering.json: every feature gets 2x
+    (tmp_path / "steering.json").write_text(json.dumps({"features": [{"feature": 7, "alpha": 3.0},
+                                                                     {"feature": 9, "alpha": 20}]}))
+    assert steering_factors(tmp_path) == {7: 3.0, 9: 20.0}
+    shipped = tiny_llava_path(must_exist=False)
+    if (shipped / "steering.json").is_file():
+        rows = json.loads((shipped / "steering.json").read_text())["features"]
+        factors = steering_factors(shipped)
+        assert len(factors) == len(rows) >= 10 and all(factors[r["feature"]] == r["alpha"] for r in rows)
+
+
 def test_vision_label_search_and_default_clamp():
     from saesteer.demos.vision_model import default_clamp, search_features
 
@@ -229,6 +246,7 @@ def test_vision_label_search_and_default_clamp():
     assert [r[0] for r in search_features(labels, "3")] == [3] and search_features(labels, "99") == []
     assert search_features(labels, "submarine") == []
     assert default_clamp(labels, 1) == 6.0 and default_clamp(labels, 99) == 0.0
+    assert default_clamp(labels, 1, {1: 5.0}) == 15.0 and default_clamp(labels, 2, {1: 5.0}) == default_clamp(labels, 2)
     lim = Limits()
     for bad in ("inf", "nan", "-1e9"):
         with pytest.raises(DemoInputError, match="within"):
