@@ -86,3 +86,37 @@ def steering_vectors_add(model: torch.nn.Module, layer_index: int, vector: torch
             return model.generate(**enc, **gen)
 
     return run
+
+
+# ---------------------------------------------------------------- one decoding step, per tool
+def saelens_hooked(layer: torch.nn.Module, sae: Any, idx: torch.Tensor, vals: torch.Tensor,
+                   forward: Callable[[], Any]) -> Runner:
+    """``forward`` (one model call) with the sae-lens clamp hook on ``layer`` for its duration."""
+
+    def hook(mod: torch.nn.Module, args: Any, out: Any) -> Any:
+        h = out[0] if isinstance(out, tuple) else out
+        new = _lens_clamp(sae, h, idx, vals).to(h.dtype)
+        return (new,) + tuple(out[1:]) if isinstance(out, tuple) else new
+
+    def run() -> Any:
+        handle = layer.register_forward_hook(hook)
+        try:
+            return forward()
+        finally:
+            handle.remove()
+
+    return run
+
+
+def steering_vectors_applied(model: torch.nn.Module, layer_index: int, vector: torch.Tensor,
+                             forward: Callable[[], Any]) -> Runner:
+    """``forward`` (one model call) with steering-vectors' Add applied for its duration."""
+    from steering_vectors import SteeringVector
+
+    sv = SteeringVector({layer_index: vector}, "decoder_block")
+
+    def run() -> Any:
+        with sv.apply(model):
+            return forward()
+
+    return run

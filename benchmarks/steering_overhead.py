@@ -4,6 +4,7 @@ saesteer side by side with the peers, in one run.
     python benchmarks/steering_overhead.py                 # CPU, bf16, batch 1 and 8, 5 repetitions
     python benchmarks/steering_overhead.py --device cuda   # where a GPU exists
     python benchmarks/steering_overhead.py --quick         # 3 repetitions, fewer rows: a smoke run
+    python benchmarks/steering_overhead.py --per-step --reps 9 --no-memory   # single decoding steps
 
 Prompt 128 tokens, 64 new tokens (``min_new_tokens`` = ``max_new_tokens``, so every row generates
 the same number), batch 1 and 8. Timing is bracketed: in every repetition the rows run in a fresh
@@ -14,6 +15,10 @@ their range. A control row, "bare model (A/A control)", is the bare model timed 
 row: its true ratio is exactly 1, so its range is the measurement's noise, and a target closer to
 a row's median than that noise is reported "UNDECIDED" instead of PASS or FAIL. Wall time and the
 process's CPU time (all threads) are both recorded (``--json``); ``--clock cpu`` rates by CPU time.
+``--per-step`` times units of 16 single KV-cached decoding steps instead of whole generates: each unit
+lasts ~0.5 s, so its bracketing bare runs are closer in time and the noise is smaller. The prefill is
+left out, and so is nnsight, whose trace wraps a whole call. It also prints how far saesteer's steered
+logits are from the sae-lens hook's for the same clamp: the two must do the same edit.
 
 Rows: (a) the bare model; (b) saesteer attached, no edits; (c) saesteer clamping 1, 4, 16 features
 with the bundled TopK SAE, and with the same weights run as a JumpReLU SAE (the fast path: only the
@@ -135,6 +140,61 @@ def build_rows(args: argparse.Namespace, model: Any, tok: Any, batch: int) -> di
         if not args.no_peers:
             vec = 4.0 * sm.sae.W_dec[idx].sum(0)
             rows[f"steering-vectors, Add {n}"] = peers.steering_vectors_add(model, LAYER, vec, gen, enc)
+    return rows
+
+
+def build_step_rows(args: argparse.Namespace, model: Any, tok: Any, batch: int) -> dict[str, Callable[[], Any]]:
+    """``--per-step``: the same rows, but each unit is ``--step-repeats`` single KV-cached decoding
+    steps after the prompt (the cache is cropped back after each), not a whole ``generate``. A unit
+    lasts ~0.5 s instead of ~2-8 s, so the bracketing bare runs are closer in time and the noise is
+    smaller; the prefill is left out. nnsight has no per-step form (its trace wraps a whole call)."""
+    device, dtype = model.device, model.dtype
+    enc = {k: v.to(device) for k, v in prompts(tok, batch, args.prompt_len).items()}
+    with torch.no_grad():
+        first = model(**enc, use_cache=True)
+    cache, length = first.past_key_values, args.prompt_len
+    step = {"input_ids": first.logits[:, -1:].argmax(-1),
+            "attention_mask": torch.ones(batch, length + 1, dtype=torch.long, device=device),
+            "past_key_values": cache, "use_cache": True}
+
+    def rewind() -> None:  # drop the step's token: crop(-n) means "remove n" in every transformers version
+        extra = cache.get_seq_length() - length
+        if extra:
+            cache.crop(-extra)
+
+    def unit(call: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with torch.no_grad():
+                for _ in range(args.step_repeats):
+                    out = call()
+                    rewind()
+            return out
+        return run
+
+    folder = str(default_sae_path())
+    sm = saesteer.wrap(model, folder, layer=LAYER)
+    jr = saesteer.wrap(model, as_jumprelu(sm.sae), layer=LAYER)
+    plain = lambda: model(**step)  # noqa: E731
+    rows: dict[str, Callable[[], Any]] = {"bare model": unit(plain),
+                                          "saesteer, attached, no edits": unit(lambda: sm(**step))}
+    lens = None if args.no_peers else peers.saelens_sae(folder, dtype).to(device)
+    for n in COUNTS:
+        clamps = clamp_features(sm.sae, n)
+        idx = torch.tensor(list(clamps), device=device)
+        vals = torch.tensor(list(clamps.values()), device=device, dtype=dtype)
+        rows[f"saesteer, TopK, clamp {n}"] = unit(lambda c=clamps: sm(**step, edits=c))
+        rows[f"saesteer, JumpReLU, clamp {n}"] = unit(lambda c=clamps: jr(**step, edits=c))
+        if lens is not None:
+            rows[f"sae-lens hook, TopK, clamp {n}"] = unit(
+                peers.saelens_hooked(model.model.layers[LAYER], lens, idx, vals, plain))
+            ours, theirs = rows[f"saesteer, TopK, clamp {n}"]().logits, rows[f"sae-lens hook, TopK, clamp {n}"]().logits
+            print(f"  clamp {n}: saesteer vs sae-lens step logits, max |diff| {float((ours - theirs).abs().max()):.3g} "
+                  f"(bare vs steered: {float((unit(plain)().logits - ours).abs().max()):.3g})", file=sys.stderr)
+        adds = [saesteer.Add(f, 4.0) for f in clamps]
+        rows[f"saesteer, Add {n}"] = unit(lambda a=adds: sm(**step, edits=a))
+        if not args.no_peers:
+            vec = 4.0 * sm.sae.W_dec[idx].sum(0)
+            rows[f"steering-vectors, Add {n}"] = unit(peers.steering_vectors_applied(model, LAYER, vec, plain))
     return rows
 
 
@@ -342,6 +402,9 @@ def main() -> None:
     p.add_argument("--memory-only", action="store_true", help="only the peak-memory rows (load-insensitive)")
     p.add_argument("--clock", default="wall", choices=("wall", "cpu"), help="what the ratios and targets use")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--per-step", action="store_true",
+                   help="time single KV-cached decoding steps instead of whole generates (less noise; no nnsight)")
+    p.add_argument("--step-repeats", type=int, default=16, help="decoding steps per timed unit with --per-step")
     p.add_argument("--memory-widths", default="1,4",
                    help="SAE width factors for the memory rows (1: the bundled SAE; others: random, wider)")
     p.add_argument("--json", help="also write every row's raw seconds per repetition to this file")
@@ -365,9 +428,9 @@ def main() -> None:
           f"{args.reps} repetitions; torch {torch.__version__}")
     all_ratios: dict[int, dict[str, float]] = {}
     for batch in (int(b) for b in args.batches.split(",") if not args.memory_only):
-        rows = build_rows(args, model, tok, batch)
+        rows = (build_step_rows if args.per_step else build_rows)(args, model, tok, batch)
         times = time_rows(rows, args.reps, sync, seed=batch)
-        all_ratios[batch] = report(times, batch, args.new_tokens, args.clock)
+        all_ratios[batch] = report(times, batch, args.step_repeats if args.per_step else args.new_tokens, args.clock)
         if args.json:
             raw = json.loads(Path(args.json).read_text()) if Path(args.json).is_file() else {}
             raw[f"batch {batch}"] = times
