@@ -1,6 +1,7 @@
 """How each tool in the overhead benchmark steers SmolLM2: one runner per tool, all doing the same
-edit at the same layer. Imported by ``steering_overhead.py``; every runner is a zero-argument
-callable that runs one greedy ``generate`` and returns the token ids.
+edit at the same layer. Imported by ``steering_overhead.py``. The sae-lens and steering-vectors
+runners wrap a zero-argument model call (a whole ``generate``, or one decoding step) in their edit;
+the nnsight runner is a whole ``generate`` trace.
 
 The peers are used the way their own docs show:
 - sae-lens: its ``SAE`` object inside a plain ``register_forward_hook`` on the decoder layer, with
@@ -34,26 +35,6 @@ def _lens_clamp(sae: Any, h: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor
     return sae.decode(f) + err
 
 
-def saelens_hook(model: torch.nn.Module, layer: torch.nn.Module, sae: Any, idx: torch.Tensor,
-                 vals: torch.Tensor, gen: dict[str, Any], enc: dict[str, torch.Tensor]) -> Runner:
-    """SAELens users steering a HuggingFace model: a forward hook that clamps with the error term."""
-
-    def hook(mod: torch.nn.Module, args: Any, out: Any) -> Any:
-        h = out[0] if isinstance(out, tuple) else out
-        new = _lens_clamp(sae, h, idx, vals).to(h.dtype)
-        return (new,) + tuple(out[1:]) if isinstance(out, tuple) else new
-
-    def run() -> torch.Tensor:
-        handle = layer.register_forward_hook(hook)
-        try:
-            with torch.no_grad():
-                return model.generate(**enc, **gen)
-        finally:
-            handle.remove()
-
-    return run
-
-
 def nnsight_trace(lm: Any, layer_index: int, sae: Any, idx: torch.Tensor, vals: torch.Tensor,
                   gen: dict[str, Any], enc: dict[str, torch.Tensor]) -> Runner:
     """The same clamp inside an nnsight ``generate`` trace, applied at every generation step."""
@@ -74,24 +55,10 @@ def nnsight_trace(lm: Any, layer_index: int, sae: Any, idx: torch.Tensor, vals: 
     return run
 
 
-def steering_vectors_add(model: torch.nn.Module, layer_index: int, vector: torch.Tensor,
-                         gen: dict[str, Any], enc: dict[str, torch.Tensor]) -> Runner:
-    """steering-vectors adding ``vector`` to the output of decoder block ``layer_index``."""
-    from steering_vectors import SteeringVector
-
-    sv = SteeringVector({layer_index: vector}, "decoder_block")
-
-    def run() -> torch.Tensor:
-        with sv.apply(model), torch.no_grad():
-            return model.generate(**enc, **gen)
-
-    return run
-
-
-# ---------------------------------------------------------------- one decoding step, per tool
 def saelens_hooked(layer: torch.nn.Module, sae: Any, idx: torch.Tensor, vals: torch.Tensor,
                    forward: Callable[[], Any]) -> Runner:
-    """``forward`` (one model call) with the sae-lens clamp hook on ``layer`` for its duration."""
+    """``forward`` (one model call) with the sae-lens clamp hook on ``layer`` for its duration: how SAELens
+    users steer a HuggingFace model, a forward hook that clamps with the error term."""
 
     def hook(mod: torch.nn.Module, args: Any, out: Any) -> Any:
         h = out[0] if isinstance(out, tuple) else out
@@ -110,7 +77,8 @@ def saelens_hooked(layer: torch.nn.Module, sae: Any, idx: torch.Tensor, vals: to
 
 def steering_vectors_applied(model: torch.nn.Module, layer_index: int, vector: torch.Tensor,
                              forward: Callable[[], Any]) -> Runner:
-    """``forward`` (one model call) with steering-vectors' Add applied for its duration."""
+    """``forward`` (one model call) with steering-vectors adding ``vector`` to the output of decoder block
+    ``layer_index`` for its duration."""
     from steering_vectors import SteeringVector
 
     sv = SteeringVector({layer_index: vector}, "decoder_block")

@@ -105,57 +105,16 @@ def as_jumprelu(sae: saesteer.SAE) -> saesteer.SAE:
     return out
 
 
-def build_rows(args: argparse.Namespace, model: Any, tok: Any, batch: int) -> dict[str, Callable[[], Any]]:
-    device, dtype = model.device, model.dtype
-    enc = {k: v.to(device) for k, v in prompts(tok, batch, args.prompt_len).items()}
-    gen = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
-               pad_token_id=tok.eos_token_id)
-    folder = str(default_sae_path())
-    sm = saesteer.wrap(model, folder, layer=LAYER)
-    jr = saesteer.wrap(model, as_jumprelu(sm.sae), layer=LAYER)
-    rows: dict[str, Callable[[], Any]] = {
-        "bare model": lambda: _nograd(model.generate, **enc, **gen),
-        "saesteer, attached, no edits": lambda: sm.generate(**enc, **gen),
-    }
-    lens = None if args.no_peers else peers.saelens_sae(folder, dtype).to(device)
-    lm = None
-    if not args.no_peers and not args.quick:
-        import nnsight
-
-        cls = getattr(nnsight, "TransformersModel", None) or nnsight.LanguageModel
-        lm = cls(model, tokenizer=tok)
-    for n in COUNTS:
-        clamps = clamp_features(sm.sae, n)
-        idx = torch.tensor(list(clamps), device=device)
-        vals = torch.tensor(list(clamps.values()), device=device, dtype=dtype)
-        rows[f"saesteer, TopK, clamp {n}"] = lambda c=clamps: sm.generate(**enc, **gen, edits=c)
-        rows[f"saesteer, JumpReLU, clamp {n}"] = lambda c=clamps: jr.generate(**enc, **gen, edits=c)
-        if lens is not None:
-            rows[f"sae-lens hook, TopK, clamp {n}"] = peers.saelens_hook(
-                model, model.model.layers[LAYER], lens, idx, vals, gen, enc)
-        if lm is not None:
-            rows[f"nnsight trace, TopK, clamp {n}"] = peers.nnsight_trace(lm, LAYER, lens, idx, vals, gen, enc)
-        adds = [saesteer.Add(f, 4.0) for f in clamps]
-        rows[f"saesteer, Add {n}"] = lambda a=adds: sm.generate(**enc, **gen, edits=a)
-        if not args.no_peers:
-            vec = 4.0 * sm.sae.W_dec[idx].sum(0)
-            rows[f"steering-vectors, Add {n}"] = peers.steering_vectors_add(model, LAYER, vec, gen, enc)
-    return rows
-
-
-def build_step_rows(args: argparse.Namespace, model: Any, tok: Any, batch: int) -> dict[str, Callable[[], Any]]:
-    """``--per-step``: the same rows, but each unit is ``--step-repeats`` single KV-cached decoding
-    steps after the prompt (the cache is cropped back after each), not a whole ``generate``. A unit
-    lasts ~0.5 s instead of ~2-8 s, so the bracketing bare runs are closer in time and the noise is
-    smaller; the prefill is left out. nnsight has no per-step form (its trace wraps a whole call)."""
-    device, dtype = model.device, model.dtype
-    enc = {k: v.to(device) for k, v in prompts(tok, batch, args.prompt_len).items()}
+def step_calls(args: argparse.Namespace, model: Any, enc: dict[str, torch.Tensor]) -> tuple[Any, Any, Any]:
+    """``(plain, steered, unit)`` for ``--per-step``: one KV-cached decoding step after the prompt, bare
+    or through a SteeredModel, and ``unit(call)``: ``--step-repeats`` such steps, the cache cropped back
+    after each. A unit lasts ~0.5 s instead of ~2-8 s, so the bracketing bare runs are closer in time;
+    the prefill is left out. nnsight has no per-step form (its trace wraps a whole call)."""
     with torch.no_grad():
         first = model(**enc, use_cache=True)
-    cache, length = first.past_key_values, args.prompt_len
-    step = {"input_ids": first.logits[:, -1:].argmax(-1),
-            "attention_mask": torch.ones(batch, length + 1, dtype=torch.long, device=device),
-            "past_key_values": cache, "use_cache": True}
+    cache, length = first.past_key_values, enc["input_ids"].shape[1]
+    step = {"input_ids": first.logits[:, -1:].argmax(-1), "past_key_values": cache, "use_cache": True,
+            "attention_mask": torch.ones(len(enc["input_ids"]), length + 1, dtype=torch.long, device=model.device)}
 
     def rewind() -> None:  # drop the step's token: crop(-n) means "remove n" in every transformers version
         extra = cache.get_seq_length() - length
@@ -171,36 +130,61 @@ def build_step_rows(args: argparse.Namespace, model: Any, tok: Any, batch: int) 
             return out
         return run
 
+    return (lambda: model(**step)), (lambda sm, edits=None: sm(**step, edits=edits)), unit
+
+
+def build_rows(args: argparse.Namespace, model: Any, tok: Any, batch: int) -> dict[str, Callable[[], Any]]:
+    """Every row as a zero-argument runner: one greedy ``generate``, or with ``--per-step`` a unit of
+    single decoding steps (:func:`step_calls`)."""
+    device, dtype = model.device, model.dtype
+    enc = {k: v.to(device) for k, v in prompts(tok, batch, args.prompt_len).items()}
+    gen = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
+               pad_token_id=tok.eos_token_id)
+    if args.per_step:
+        plain, steered, unit = step_calls(args, model, enc)
+    else:
+        plain = lambda: model.generate(**enc, **gen)  # noqa: E731
+        steered = lambda sm, edits=None: sm.generate(**enc, **gen, edits=edits)  # noqa: E731
+        unit = lambda call: lambda: _nograd(call)  # noqa: E731
     folder = str(default_sae_path())
     sm = saesteer.wrap(model, folder, layer=LAYER)
     jr = saesteer.wrap(model, as_jumprelu(sm.sae), layer=LAYER)
-    plain = lambda: model(**step)  # noqa: E731
     rows: dict[str, Callable[[], Any]] = {"bare model": unit(plain),
-                                          "saesteer, attached, no edits": unit(lambda: sm(**step))}
+                                          "saesteer, attached, no edits": unit(lambda: steered(sm))}
     lens = None if args.no_peers else peers.saelens_sae(folder, dtype).to(device)
+    lm = None
+    if not args.no_peers and not args.quick and not args.per_step:
+        import nnsight
+
+        cls = getattr(nnsight, "TransformersModel", None) or nnsight.LanguageModel
+        lm = cls(model, tokenizer=tok)
     for n in COUNTS:
         clamps = clamp_features(sm.sae, n)
         idx = torch.tensor(list(clamps), device=device)
         vals = torch.tensor(list(clamps.values()), device=device, dtype=dtype)
-        rows[f"saesteer, TopK, clamp {n}"] = unit(lambda c=clamps: sm(**step, edits=c))
-        rows[f"saesteer, JumpReLU, clamp {n}"] = unit(lambda c=clamps: jr(**step, edits=c))
+        rows[f"saesteer, TopK, clamp {n}"] = unit(lambda c=clamps: steered(sm, c))
+        rows[f"saesteer, JumpReLU, clamp {n}"] = unit(lambda c=clamps: steered(jr, c))
         if lens is not None:
             rows[f"sae-lens hook, TopK, clamp {n}"] = unit(
                 peers.saelens_hooked(model.model.layers[LAYER], lens, idx, vals, plain))
-            ours, theirs = rows[f"saesteer, TopK, clamp {n}"]().logits, rows[f"sae-lens hook, TopK, clamp {n}"]().logits
-            print(f"  clamp {n}: saesteer vs sae-lens step logits, max |diff| {float((ours - theirs).abs().max()):.3g} "
-                  f"(bare vs steered: {float((unit(plain)().logits - ours).abs().max()):.3g})", file=sys.stderr)
+            if args.per_step:  # the two must do the same edit: compare their steered logits
+                ours = rows[f"saesteer, TopK, clamp {n}"]().logits
+                theirs = rows[f"sae-lens hook, TopK, clamp {n}"]().logits
+                print(f"  clamp {n}: saesteer vs sae-lens step logits, max |diff| {float((ours - theirs).abs().max()):.3g} "
+                      f"(bare vs steered: {float((unit(plain)().logits - ours).abs().max()):.3g})", file=sys.stderr)
+        if lm is not None:
+            rows[f"nnsight trace, TopK, clamp {n}"] = peers.nnsight_trace(lm, LAYER, lens, idx, vals, gen, enc)
         adds = [saesteer.Add(f, 4.0) for f in clamps]
-        rows[f"saesteer, Add {n}"] = unit(lambda a=adds: sm(**step, edits=a))
+        rows[f"saesteer, Add {n}"] = unit(lambda a=adds: steered(sm, a))
         if not args.no_peers:
             vec = 4.0 * sm.sae.W_dec[idx].sum(0)
             rows[f"steering-vectors, Add {n}"] = unit(peers.steering_vectors_applied(model, LAYER, vec, plain))
     return rows
 
 
-def _nograd(fn: Callable[..., Any], **kw: Any) -> Any:
+def _nograd(call: Callable[[], Any]) -> Any:
     with torch.no_grad():
-        return fn(**kw)
+        return call()
 
 
 CONTROL = "bare model (A/A control)"
@@ -279,7 +263,7 @@ def rss_child(args: argparse.Namespace) -> None:
         edits = {int(k): float(v) for k, v in json.loads(args.edits_json).items()}
         run = lambda: sm.generate(**enc, **gen, edits=edits)  # noqa: E731
     else:
-        run = lambda: _nograd(model.generate, **enc, **gen)  # noqa: E731
+        run = lambda: _nograd(lambda: model.generate(**enc, **gen))  # noqa: E731
     run()  # warm-up: the allocator, oneDNN's kernel caches and lazy imports settle, as in a serving process
     gc.collect()
     try:  # glibc keeps freed heap pages; hand them back so both children start from what is live
@@ -428,7 +412,7 @@ def main() -> None:
           f"{args.reps} repetitions; torch {torch.__version__}")
     all_ratios: dict[int, dict[str, float]] = {}
     for batch in (int(b) for b in args.batches.split(",") if not args.memory_only):
-        rows = (build_step_rows if args.per_step else build_rows)(args, model, tok, batch)
+        rows = build_rows(args, model, tok, batch)
         times = time_rows(rows, args.reps, sync, seed=batch)
         all_ratios[batch] = report(times, batch, args.step_repeats if args.per_step else args.new_tokens, args.clock)
         if args.json:
