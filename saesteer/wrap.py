@@ -23,6 +23,7 @@ from saesteer.edits import Edit, EditSet, EditsLike, Steer, coerce
 from saesteer.errors import EditError, HookError, SaesteerError
 from saesteer.features import FeatureActivations, decode_tokens
 from saesteer.positions import PositionsLike
+from saesteer.runtime import call_inputs
 from saesteer.runtime.context import CallState, Plan, current, enter, leave
 from saesteer.runtime.hooks import Attachment, HookSet
 from saesteer.sae.module import SAE
@@ -52,10 +53,13 @@ class SteeredModel:
         hook: str | None = None,
         layer: int | None = None,
         sae_dtype: torch.dtype | None = None,
+        name: str | None = None,
         **load_kwargs: Any,
     ) -> str:
         """Attach an SAE (object, local path or hub id) at ``hook`` (or the default hook of
-        ``layer``, or the hook named in the SAE's config). Returns the canonical hook name.
+        ``layer``, or the hook named in the SAE's config). Returns the attachment's name: the
+        canonical hook name, or ``name`` when given (then only ``name`` refers to it, not the hook's
+        names, so a second SAE at the same hook can sit beside it under its own name).
 
         Checks the SAE's width against the layer and moves the SAE to the layer's device and dtype
         (``sae_dtype`` overrides the dtype; a caller's SAE object is copied, not modified).
@@ -92,22 +96,26 @@ class SteeredModel:
                 f"({point.path}); this SAE was made for {sae.cfg.model_name or 'another model'} "
                 f"at {sae.cfg.hook_name or 'an unknown hook'}"
             )
-        if point.name in self.attachments:
-            raise HookError(f"an SAE is already attached at {point.name}; detach it first")
+        key = name or point.name
+        if key in self.attachments:
+            raise HookError(f"an SAE is already attached at {key}; detach it first")
         device, dtype = _placement(point.module, model)
         dtype = sae_dtype or dtype
         if sae.device != device or sae.dtype != dtype:
             sae = (sae if owned else copy.deepcopy(sae)).to(device=device, dtype=dtype)
         sae.eval().requires_grad_(False)
-        self.attachments[point.name] = Attachment(point.name, sae, point)
-        self._aliases[hook] = point.name
-        return point.name
+        self.attachments[key] = Attachment(key, sae, point)
+        if name is None:
+            self._aliases[hook] = key
+        return key
 
     def detach(self, hook: str) -> SAE:
         """Remove the SAE attached at ``hook`` and return it."""
         if self._hooks.active:
             raise SaesteerError("cannot detach while steered calls are running")
         att = self.attachments.pop(self._canon(hook))
+        for alias in [a for a, n in self._aliases.items() if n == att.name]:
+            del self._aliases[alias]
         return att.sae
 
     def unwrap(self) -> nn.Module:
@@ -122,6 +130,16 @@ class SteeredModel:
     def sae(self) -> SAE:
         """The SAE, when exactly one is attached."""
         return self.attachments[self._only()].sae
+
+    def attachment_name(self, hook: str | None = None) -> str:
+        """The name of the attachment ``hook`` refers to (its name, the hook name it was attached
+        with, or any name of the same hook point); the only attachment when ``hook`` is None.
+        Raises EditError when there is no such attachment (or, for None, not exactly one)."""
+        return self._canon(hook) if hook is not None else self._only()
+
+    def attachment(self, hook: str | None = None) -> Attachment:
+        """The attachment (SAE and hook point) ``hook`` refers to; see :meth:`attachment_name`."""
+        return self.attachments[self.attachment_name(hook)]
 
     # ------------------------------------------------------------------ edits
     def _canon(self, hook: str) -> str:
@@ -227,7 +245,7 @@ class SteeredModel:
         plans = self.plan(edits, positions=positions, mode=mode, zero_others=zero_others)
         _check_rows(plans, args, kwargs, self.attachments)
         with self._steering(plans) as state:
-            state.fixed_prompt_len = _prompt_lengths(args, kwargs)
+            state.fixed_prompt_len = call_inputs.prompt_lengths(args, kwargs)
             state.user_call = (args, kwargs)
             return self.model.generate(*args, **kwargs)
 
@@ -243,10 +261,8 @@ class SteeredModel:
         if not capture[name]:
             raise HookError(f"the forward never reached {name}")
         vals, inds = capture[name][-1]
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        am = kwargs.get("attention_mask")
-        valid = am.bool() if isinstance(am, torch.Tensor) and am.shape == vals.shape[:2] else torch.ones(
-            vals.shape[:2], dtype=torch.bool)
+        ids = call_inputs.token_ids(args, kwargs)
+        valid = call_inputs.valid_mask(args, kwargs, tuple(vals.shape[:2]))
         tokens = decode_tokens(self.tokenizer, ids) if self.tokenizer is not None and ids is not None else None
         labels = getattr(self.attachments[name].sae, "labels", None)
         return FeatureActivations(name, vals.float().cpu(), inds.cpu(), valid.cpu(), tokens, labels)
@@ -344,7 +360,7 @@ def _merge(outer: dict[str, Plan], inner: dict[str, Plan]) -> dict[str, Plan]:
 
 def _check_rows(plans: dict[str, Plan], args: tuple, kwargs: dict, attachments: dict[str, Attachment]) -> None:
     """Per-row edit lists must divide the batch: text rows, or images on hooks that read image tokens."""
-    ids = kwargs.get("input_ids", kwargs.get("inputs_embeds", args[0] if args else None))
+    rows = call_inputs.read(args, kwargs).rows
     for n, p in plans.items():
         if not isinstance(p, list):
             continue
@@ -353,8 +369,8 @@ def _check_rows(plans: dict[str, Plan], args: tuple, kwargs: dict, attachments: 
             got = image.rows(args, kwargs) if image.rows is not None else None
             if got is not None and got[1] % len(p):
                 raise EditError(f"{len(p)} per-image edit sets but the call has {got[1]} images")
-        elif isinstance(ids, torch.Tensor) and ids.ndim >= 2 and ids.shape[0] % len(p):
-            raise EditError(f"{len(p)} per-row edit sets but the batch has {ids.shape[0]} rows")
+        elif rows is not None and rows % len(p):
+            raise EditError(f"{len(p)} per-row edit sets but the batch has {rows} rows")
 
 
 def _check_positions(point: adapters.HookPoint, es: EditSet) -> None:
@@ -366,13 +382,3 @@ def _check_positions(point: adapters.HookPoint, es: EditSet) -> None:
         else:
             spec.check("image", image.cls_tokens, image.patches)
 
-
-def _prompt_lengths(args: tuple, kwargs: dict) -> torch.Tensor | None:
-    """Non-pad tokens per row of the prompt handed to generate (None when it cannot tell)."""
-    am = kwargs.get("attention_mask")
-    if isinstance(am, torch.Tensor) and am.ndim == 2:
-        return (am != 0).sum(1)
-    ids = kwargs.get("input_ids", args[0] if args else None)
-    if isinstance(ids, torch.Tensor) and ids.ndim == 2:
-        return torch.full((ids.shape[0],), ids.shape[1], device=ids.device)
-    return None

@@ -16,7 +16,6 @@ feature model fails: no SAE is attached at ``neurons@...``), and the two can be 
 
 from __future__ import annotations
 
-import dataclasses
 
 import torch
 
@@ -66,8 +65,6 @@ def neuron_view(model):  # -> SteeredModel
     for name, att in model.attachments.items():
         base = name[len(PREFIX):] if name.startswith(PREFIX) else name
         sae = neuron_basis(att.sae.d_in, hook_name=base, model_name=att.sae.cfg.model_name)
-        canon = view.attach(sae, hook=base, sae_dtype=att.sae.dtype)
-        a = view.attachments.pop(canon)
-        view.attachments[PREFIX + canon] = dataclasses.replace(a, name=PREFIX + canon)
-        view._aliases.pop(base, None)  # the bare hook name must not reach the neuron basis
+        # under its own name only: the bare hook name must not reach the neuron basis
+        view.attach(sae, hook=base, sae_dtype=att.sae.dtype, name=PREFIX + att.point.name)
     return view

@@ -34,7 +34,7 @@ from saesteer import adapters
 from saesteer.errors import EditError, HookError
 from saesteer.featureedit.facts import Fact, FactBatch, answer_logprobs, chunks, fact_batch
 from saesteer.featureedit.neurons import is_neuron_basis, pair_scores
-from saesteer.runtime.hooks import replace_first
+from saesteer.runtime.taps import replace_first
 
 METHODS = ("activation", "attribution")
 POSITIONS = ("all", "subject")

@@ -2,8 +2,8 @@
 
 Edits belong to a call, not to the model: each thread (each Gradio user) has its own context, so
 two threads steering one model never see each other's edits. The top-level forward pre-hook
-records, for every forward, where each token of the batch sits (absolute position, pad or not) from
-the 2-D attention mask the top-level call receives; the layer hooks read it. Hooks on image tokens
+records, for every forward, where each token of the batch sits (absolute position, pad or not), as
+:mod:`saesteer.runtime.call_inputs` reads it from the top-level call; the layer hooks read it. Hooks on image tokens
 (a vision tower) use none of that text bookkeeping: their rows are images (or crops of images, as the
 adapter's ``ImageTokens.rows`` says from the top-level call's inputs) and every token is real.
 """
@@ -19,6 +19,7 @@ import torch
 from saesteer.edits import EditSet
 from saesteer.errors import EditError
 from saesteer.positions import Positions
+from saesteer.runtime import call_inputs
 
 Plan = EditSet | list[EditSet]
 
@@ -52,30 +53,16 @@ class CallState:
     _masks: dict[tuple, torch.Tensor] = field(default_factory=dict)
 
     def begin_forward(self, args: tuple, kwargs: dict[str, Any]) -> None:
-        """Read the top-level call's inputs: token count, 2-D attention mask, past length."""
+        """Read the top-level call's inputs (through :mod:`saesteer.runtime.call_inputs`, the one
+        reader of host arguments): rows, tokens, pads, absolute positions, past length."""
         self._masks.clear()
         self.call = (args, kwargs)
-        ids = kwargs.get("input_ids")
-        if ids is None and args and isinstance(args[0], torch.Tensor):
-            ids = args[0]
-        if ids is None:
-            ids = kwargs.get("inputs_embeds")
-        if not isinstance(ids, torch.Tensor) or ids.ndim < 2:
+        got = call_inputs.read(args, kwargs).token_positions()
+        if got is None:
             self.batch = None
             return
-        B, T = ids.shape[0], ids.shape[1]
-        am = kwargs.get("attention_mask")
-        if am is None and len(args) > 1 and isinstance(args[1], torch.Tensor):
-            am = args[1]
-        if isinstance(am, torch.Tensor) and am.ndim == 2 and am.shape[0] == B and am.shape[1] >= T:
-            m = am.to(ids.device) != 0
-            pos = (m.long().cumsum(1) - 1)[:, -T:]
-            valid = m[:, -T:]
-            past = am.shape[1] - T
-        else:
-            past = _past_length(kwargs)
-            pos = (torch.arange(T, device=ids.device) + past).unsqueeze(0).expand(B, T)
-            valid = torch.ones(B, T, dtype=torch.bool, device=ids.device)
+        pos, valid, past = got
+        B = pos.shape[0]
         if self.fixed_prompt_len is not None:  # set by generate(): survives use_cache=False
             n = self.fixed_prompt_len
             self.prompt_len = n.repeat_interleave(B // n.shape[0]) if B % n.shape[0] == 0 else None
@@ -163,15 +150,3 @@ def enter(state: CallState) -> contextvars.Token:
 def leave(token: contextvars.Token) -> None:
     _CALL.reset(token)
 
-
-def _past_length(kwargs: dict[str, Any]) -> int:
-    cp = kwargs.get("cache_position")
-    if isinstance(cp, torch.Tensor) and cp.numel():
-        return int(cp.reshape(-1)[0])
-    pkv = kwargs.get("past_key_values")
-    if pkv is not None and hasattr(pkv, "get_seq_length"):
-        try:
-            return int(pkv.get_seq_length())
-        except Exception:  # pragma: no cover - exotic cache types
-            return 0
-    return 0

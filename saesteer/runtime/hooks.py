@@ -20,6 +20,7 @@ from saesteer.adapters.base import HookPoint
 from saesteer.edits import EditSet
 from saesteer.errors import HookError
 from saesteer.runtime.apply import edit_activations
+from saesteer.runtime import taps
 from saesteer.runtime.context import CallState, current
 from saesteer.sae.module import SAE
 
@@ -97,40 +98,10 @@ def run_attachment(att: Attachment, state: CallState, x: torch.Tensor) -> torch.
     return out.squeeze(1) if squeeze else out
 
 
-def _output_hook(att: Attachment, module: nn.Module, args: Any, output: Any) -> Any:
+def _edit_hook(att: Attachment, x: torch.Tensor) -> torch.Tensor | None:
+    """The tap function of one attachment: this call's edits, or nothing outside a steered call."""
     state = current()
-    if state is None:
-        return None
-    x = output if isinstance(output, torch.Tensor) else output[0]
-    y = run_attachment(att, state, x)
-    return None if y is x else replace_first(output, y)
-
-
-def replace_first(output: Any, y: torch.Tensor) -> Any:
-    """A module output with its (first) activation tensor replaced by ``y``: tensor, tuple, list or
-    a ModelOutput-like mapping."""
-    if isinstance(output, torch.Tensor):
-        return y
-    if isinstance(output, tuple):
-        return (y,) + tuple(output[1:])
-    if isinstance(output, list):
-        return [y] + list(output[1:])
-    first = next(iter(output.keys()))
-    return type(output)(**{k: (y if k == first else v) for k, v in output.items()})
-
-
-def _input_hook(att: Attachment, module: nn.Module, args: tuple, kwargs: dict) -> Any:
-    state = current()
-    if state is None:
-        return None
-    if args and isinstance(args[0], torch.Tensor):
-        y = run_attachment(att, state, args[0])
-        return None if y is args[0] else ((y,) + tuple(args[1:]), kwargs)
-    x = kwargs.get("hidden_states")
-    if not isinstance(x, torch.Tensor):
-        raise HookError(f"{att.name}: cannot find the input activation of {type(module).__name__}")
-    y = run_attachment(att, state, x)
-    return None if y is x else (args, {**kwargs, "hidden_states": y})
+    return None if state is None else run_attachment(att, state, x)
 
 
 def _top_pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -177,11 +148,9 @@ class HookSet:
             hs.append(self.top.register_forward_pre_hook(_top_pre_hook, with_kwargs=True))
             hs.append(self.top.register_forward_hook(_top_post_hook, always_call=True))
             for att in self.attachments.values():
-                mod = att.point.module
-                if att.point.io == "input":
-                    hs.append(mod.register_forward_pre_hook(partial(_input_hook, att), with_kwargs=True))
-                else:  # first, so hooks that record outputs (transformers' hidden_states) see the edit
-                    hs.append(mod.register_forward_hook(partial(_output_hook, att), prepend=True))
+                # outputs first, so hooks that record outputs (transformers' hidden_states) see the edit
+                hs.append(taps.register(att.point.module, att.point.io, partial(_edit_hook, att),
+                                        prepend=att.point.io == "output", name=att.name))
         except BaseException:
             self._remove()
             raise

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
-from saesteer.runtime.hooks import replace_first
+from saesteer.runtime.taps import replace_first
 from saesteer.sae.module import SAE
 
 
