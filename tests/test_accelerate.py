@@ -12,19 +12,17 @@ from accelerate.hooks import AlignDevicesHook, ModelHook, add_hook_to_module
 from transformers import AutoModelForCausalLM
 
 import saesteer
-from saesteer.runtime.hooks import _input_hook, _output_hook, _top_post_hook, _top_pre_hook
+from saesteer.runtime.taps import saesteer_hooks
 from saesteer.wrap import _placement
 from tiny import batch, random_sae, tiny_lm
 
-OURS = (_output_hook, _input_hook, _top_pre_hook, _top_post_hook)
 EDITS = [saesteer.Clamp(3, 5.0), saesteer.Scale(7, 0.25), saesteer.Add(11, 2.0)]
 META = torch.device("meta")
 REST = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.norm": "cpu", "lm_head": "cpu"}
 
 
 def _ours(model) -> int:
-    return sum(getattr(h, "func", h) in OURS for m in model.modules()
-               for d in (m._forward_hooks, m._forward_pre_hooks) for h in d.values())
+    return saesteer_hooks(model)
 
 
 def _accelerate_hooks(model) -> dict[str, int]:

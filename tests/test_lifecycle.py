@@ -12,21 +12,13 @@ from accelerate.hooks import ModelHook, add_hook_to_module, remove_hook_from_mod
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 import saesteer
-from saesteer.runtime.hooks import _input_hook, _output_hook, _top_post_hook, _top_pre_hook
+from saesteer.runtime.taps import saesteer_hooks
 from tiny import D, batch, random_sae, tiny_lm
 
-OURS = (_output_hook, _input_hook, _top_pre_hook, _top_post_hook)
 
 
 def _ours(model) -> int:
-    """How many saesteer hooks are on any module of the model."""
-    n = 0
-    for m in model.modules():
-        for d in (m._forward_hooks, m._forward_pre_hooks):
-            for h in d.values():
-                fn = getattr(h, "func", h)
-                n += fn in OURS
-    return n
+    return saesteer_hooks(model)
 
 
 class CountingHook(ModelHook):

@@ -11,14 +11,13 @@ import torch
 
 import saesteer
 from saesteer import EditError, HookError, Positions
-from saesteer.runtime.hooks import _input_hook, _output_hook, _top_post_hook, _top_pre_hook
+from saesteer.runtime.taps import saesteer_hooks
 from tiny import random_sae
 from tiny_vision import (D_VISION, IMAGE_TOKEN, N_PATCHES, llava_inputs, llava_next_inputs, pixels, tiny_clip,
                          tiny_clip_vision, tiny_llava, tiny_llava_next, tiny_siglip, tiny_siglip_vision)
 
 GEN = dict(max_new_tokens=4, do_sample=False)
 HOOK = "vision.blocks.22.hook_resid_post"
-OURS = (_output_hook, _input_hook, _top_pre_hook, _top_post_hook)
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +26,7 @@ def llava():
 
 
 def _ours(modules) -> int:
-    return sum(getattr(h, "func", h) in OURS for m in modules
-               for d in (m._forward_hooks, m._forward_pre_hooks) for h in d.values())
+    return saesteer_hooks(modules)
 
 
 def _record(module, pre: bool = False):

@@ -104,12 +104,14 @@ def _edit_hook(att: Attachment, x: torch.Tensor) -> torch.Tensor | None:
     return None if state is None else run_attachment(att, state, x)
 
 
+@taps.mark
 def _top_pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
     state = current()
     if state is not None:
         state.begin_forward(args, kwargs)
 
 
+@taps.mark
 def _top_post_hook(module: nn.Module, args: Any, output: Any) -> None:
     state = current()
     if state is not None:

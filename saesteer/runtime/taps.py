@@ -15,7 +15,7 @@ metrics all tap through it.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -72,7 +72,7 @@ def register(module: nn.Module, io: str, fn: TapFn, *, prepend: bool = False,
             y = fn(x)
             return None if y is None or y is x else (args, {**kwargs, "hidden_states": y})
 
-        return module.register_forward_pre_hook(on_input, with_kwargs=True, prepend=prepend)
+        return module.register_forward_pre_hook(mark(on_input), with_kwargs=True, prepend=prepend)
 
     def on_output(mod: nn.Module, args: Any, output: Any) -> Any:
         x = first_tensor(output)
@@ -81,7 +81,25 @@ def register(module: nn.Module, io: str, fn: TapFn, *, prepend: bool = False,
         y = fn(x)
         return None if y is None or y is x else replace_first(output, y)
 
-    return module.register_forward_hook(on_output, prepend=prepend)
+    return module.register_forward_hook(mark(on_output), prepend=prepend)
+
+
+def mark(fn: Callable) -> Callable:
+    """Tag ``fn`` as a saesteer hook, so :func:`saesteer_hooks` can count it."""
+    fn.__saesteer_hook__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+def saesteer_hooks(model: "nn.Module | Iterable[nn.Module]") -> int:
+    """How many saesteer hooks (forward and pre-forward) sit on any module of ``model`` (or on the
+    given modules themselves) right now. Other libraries' hooks (accelerate's, transformers' output
+    recorders) are not counted."""
+    n = 0
+    for m in (model.modules() if isinstance(model, nn.Module) else model):
+        for hooks in (m._forward_hooks, m._forward_pre_hooks):
+            for h in hooks.values():
+                n += bool(getattr(getattr(h, "func", h), "__saesteer_hook__", False))
+    return n
 
 
 class Tap:
