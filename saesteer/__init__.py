@@ -6,7 +6,8 @@
 """
 
 from saesteer.edits import Add, Clamp, Edit, EditSet, Erase, Scale, Steer, sae_for_vlm
-from saesteer.errors import EditError, HookError, HubUnavailableError, SAEFormatError, SaesteerError
+from saesteer.errors import (CompiledModelError, EditError, HookError, HubUnavailableError, SAEFormatError,
+                             SaesteerError)
 from saesteer.features import FeatureActivations
 from saesteer.positions import Positions
 from saesteer.sae import SAE, SAEConfig, load_sae, save_sae
@@ -21,5 +22,5 @@ __all__ = [
     "wrap", "SteeredModel", "FeatureActivations", "SARM",
     "FeatureEdit",
     "Edit", "Clamp", "Erase", "Scale", "Add", "Steer", "EditSet", "Positions", "sae_for_vlm",
-    "SaesteerError", "SAEFormatError", "HookError", "EditError", "HubUnavailableError",
+    "SaesteerError", "SAEFormatError", "HookError", "EditError", "HubUnavailableError", "CompiledModelError",
 ]

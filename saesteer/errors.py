@@ -26,3 +26,8 @@ class EditError(SaesteerError, ValueError):
 class RewardError(SaesteerError, ValueError):
     """Bad input for a reward model: an empty text in a preference pair, a head whose width does
     not match its SAE, a checkpoint that is not a reward model, ..."""
+
+
+class CompiledModelError(SaesteerError, RuntimeError):
+    """The model (or part of it) is compiled with ``torch.compile``: a compiled graph never runs the
+    hooks saesteer adds per call, so steering it would silently do nothing."""

@@ -23,7 +23,7 @@ from saesteer.edits import Edit, EditSet, EditsLike, Steer, coerce
 from saesteer.errors import EditError, HookError, SaesteerError
 from saesteer.features import FeatureActivations, decode_tokens
 from saesteer.positions import PositionsLike
-from saesteer.runtime import call_inputs
+from saesteer.runtime import call_inputs, compiled
 from saesteer.runtime.context import CallState, Plan, current, enter, leave
 from saesteer.runtime.hooks import Attachment, HookSet
 from saesteer.sae.module import SAE
@@ -79,6 +79,7 @@ class SteeredModel:
         elif load_kwargs:
             raise TypeError(f"unexpected arguments for an SAE object: {sorted(load_kwargs)}")
         model = self.model
+        compiled.refuse_compiled(model)
         adapter = adapters.adapter_for(model)
         if hook is None:
             if layer is not None:
@@ -201,6 +202,7 @@ class SteeredModel:
         if not merged and capture is None:  # nothing to do: run the bare model, no hook at all
             yield CallState()
             return
+        compiled.refuse_compiled(self.model)  # compiled after wrap: its graph would never run our hooks
         images = {n: a.point.image for n, a in self.attachments.items() if a.point.image is not None}
         state = CallState(plans=merged, capture=capture, capture_top_k=top_k, images=images)
         self._hooks.acquire()
@@ -240,13 +242,17 @@ class SteeredModel:
         """``model.generate`` with ``edits`` applied at every forward, KV-cached steps included.
 
         Positions are absolute, so a cached decoding step is steered exactly like the same token
-        in a full forward. ``positions="generated"`` steers only new tokens.
+        in a full forward. ``positions="generated"`` steers only new tokens. A steered call runs the
+        decoding forward eagerly (``disable_compile=True``); a compiled model is refused
+        (CompiledModelError), since its graph would never run saesteer's hooks.
         """
         plans = self.plan(edits, positions=positions, mode=mode, zero_others=zero_others)
         _check_rows(plans, args, kwargs, self.attachments)
         with self._steering(plans) as state:
             state.fixed_prompt_len = call_inputs.prompt_lengths(args, kwargs)
             state.user_call = (args, kwargs)
+            if state.plans or state.capture is not None:  # hooks are on: no auto-compiled decoding forward
+                kwargs = compiled.generate_kwargs(kwargs)
             return self.model.generate(*args, **kwargs)
 
     def features(self, *args: Any, top_k: int = 10, hook: str | None = None, edits: EditsLike = None,
