@@ -14,13 +14,14 @@ from saesteer.sae import SAE, SAEConfig, load_sae, save_sae
 from saesteer.wrap import SteeredModel, wrap
 from saesteer.reward import SARM
 from saesteer.featureedit import FeatureEdit
+from saesteer.conformance import check
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SAE", "SAEConfig", "load_sae", "save_sae",
     "wrap", "SteeredModel", "FeatureActivations", "SARM",
-    "FeatureEdit",
+    "FeatureEdit", "check",
     "Edit", "Clamp", "Erase", "Scale", "Add", "Steer", "EditSet", "Positions", "sae_for_vlm",
     "SaesteerError", "SAEFormatError", "HookError", "EditError", "HubUnavailableError", "CompiledModelError",
 ]

@@ -122,6 +122,21 @@ def cmd_hooks(a: argparse.Namespace) -> int:
     return 0
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cmd_check(a: argparse.Namespace) -> int:
+    """The conformance suite on a model + SAE: prints the PASS/FAIL table, exit code 1 on any FAIL."""
+    if (a.feature is None) != (a.value is None):
+        raise SaesteerError("--feature and --value go together")
+    sae = a.sae or _default_sae()
+    model, tok = load_model(a.model, DTYPES[a.dtype])
+    report = saesteer.check(model, sae, hook=a.hook, layer=a.layer, tokenizer=tok, feature=a.feature,
+                            value=a.value, max_new_tokens=a.max_new_tokens, progress=not a.no_progress)
+    print(report.table())
+    return 0 if report.passed else 1
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     try:
         from saesteer.demos.app import serve
@@ -171,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("hooks", help="list the hook names of a model")
     h.add_argument("--model", default="smollm2")
     h.set_defaults(fn=cmd_hooks)
+
+    c = sub.add_parser("check", help="conformance suite: is steering exact on this model, SAE, dtype and stack?")
+    c.add_argument("--model", default="smollm2", help="'smollm2' (offline default), a folder or a hub id")
+    c.add_argument("--sae", default=None, help="SAE folder/file or hub id (default: the bundled SAE)")
+    c.add_argument("--hook", default=None, help="default: the hook the SAE names")
+    c.add_argument("--layer", type=int, default=None)
+    c.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    c.add_argument("--feature", type=int, default=None, help="the clamped feature (default: the most active)")
+    c.add_argument("--value", type=float, default=None, help="its clamp value (default: 4x its activation)")
+    c.add_argument("--max-new-tokens", type=int, default=8)
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(fn=cmd_check)
 
     from saesteer.demos.options import add_demo_arguments  # argparse only: Gradio loads in cmd_demo
 

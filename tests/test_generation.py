@@ -159,3 +159,34 @@ def test_generated_positions_without_cache():
     uncached = sm.generate(**b, use_cache=False, **kw)
     assert torch.equal(cached.sequences, uncached.sequences)
     torch.testing.assert_close(torch.stack(cached.logits, 1), torch.stack(uncached.logits, 1), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gemma3_text"])
+@pytest.mark.parametrize("kind", ["prompt", "generated", "ranges"])
+def test_one_unpadded_prompt_without_mask(model_type, kind):
+    """The most common call: ONE prompt, input_ids only. transformers 5.24+ generate then passes no
+    attention mask and no cache_position, and the cache under ``cache``: positions must come from
+    position_ids / the cache, or every decoding step reads as position 0 (prompt steers everything,
+    generated steers nothing)."""
+    lm = tiny_lm(model_type)
+    sm = saesteer.wrap(lm, random_sae(), layer=1)
+    ids = batch(B=1, T=5)["input_ids"]
+    P = ids.shape[1]
+    spans = {"prompt": (0, P), "generated": (P, None), "ranges": (P + 1, P + 3)}
+    pos = "prompt" if kind == "prompt" else "generated" if kind == "generated" else Positions.range(spans[kind])
+    out = sm.generate(input_ids=ids, edits={4: 8.0}, positions=pos, max_new_tokens=N_NEW, do_sample=False,
+                      output_logits=True, return_dict_in_generate=True)
+    ref_ids, ref_logits = _rerun(sm, ids, torch.ones_like(ids), N_NEW, edits={4: 8.0},
+                                 positions=Positions.range(spans[kind]))
+    assert torch.equal(out.sequences, ref_ids)
+    torch.testing.assert_close(torch.stack(out.logits, 1), ref_logits, atol=1e-4, rtol=1e-4)
+    plain = lm.generate(input_ids=ids, max_new_tokens=N_NEW, do_sample=False, output_logits=True,
+                        return_dict_in_generate=True)
+    every = sm.generate(input_ids=ids, edits={4: 8.0}, max_new_tokens=N_NEW, do_sample=False,
+                        output_logits=True, return_dict_in_generate=True)
+    steered, bare, all_ = (torch.stack(o.logits, 1) for o in (out, plain, every))
+    # what broke: 'prompt' equal to 'all', 'generated' equal to unsteered
+    assert not torch.equal(steered, all_) if kind != "ranges" else True
+    assert not torch.equal(steered, bare)
+    if kind == "generated":
+        assert torch.equal(steered[:, 0], bare[:, 0])  # the prompt's forward is untouched
