@@ -5,7 +5,7 @@ PY ?= python3
 PROMPT ?= Tell me about the sea.
 CLAMP ?= 1309=160
 
-.PHONY: install run generate demo test test-fast bench
+.PHONY: install run generate demo test test-fast test-oldest check bench
 
 install:
 	# a CPU build of torch first, so nothing below pulls a CUDA one (on a GPU machine use your own torch)
@@ -32,6 +32,21 @@ test:
 
 test-fast:
 	$(PY) -m pytest -q -m "not real"
+
+# the oldest transformers pyproject.toml declares: the non-`real` suite in a fresh virtualenv where
+# everything is resolved against that transformers (CI runs this after `make test`). Not a venv over
+# the main site-packages: transformers 5.25 pulls in `kernels` 0.19, which transformers 5.6 cannot import
+OLDEST_TRANSFORMERS ?= 5.6.0
+test-oldest:
+	$(PY) -m venv .venv-oldest
+	.venv-oldest/bin/python -m pip install -q "torch==2.13.0"
+	.venv-oldest/bin/python -m pip install -q -e ".[test]" "transformers==$(OLDEST_TRANSFORMERS)"
+	.venv-oldest/bin/python -c "import transformers; assert transformers.__version__ == '$(OLDEST_TRANSFORMERS)', transformers.__version__"
+	.venv-oldest/bin/python -m pytest -q -m "not real" -p no:cacheprovider
+
+# the conformance suite on the embedded default (SmolLM2-135M-Instruct + the bundled SAE)
+check:
+	saesteer check
 
 # issue-4 figures: steering overhead vs the peers, then SAE training throughput vs eai-sparsify
 bench: install

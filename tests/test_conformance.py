@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
+from packaging.version import Version
 
 import saesteer
 from saesteer.runtime import call_inputs
@@ -25,8 +27,11 @@ def test_check_passes_on_the_tiny_grid(model_type):
     assert "14 passed, 0 failed" in report.table()
 
 
-def test_check_fails_when_positions_are_read_the_old_way(monkeypatch):
-    """The reader before the fix: no mask and no cache_position -> position 0 at every step."""
+@pytest.mark.skipif(Version(transformers.__version__) < Version("5.24"),
+                    reason="before 5.24 generate passes the attention mask and cache_position, which the old reader read")
+def test_check_fails_when_decoding_steps_read_as_new_prompts(monkeypatch):
+    """What the reader did before the fix on transformers 5.24+ (no mask, no cache_position, the cache
+    under ``cache``): without a mask every forward reads as a new sequence at positions 0..T-1."""
 
     def old(self):
         ids = self.tokens
@@ -34,9 +39,7 @@ def test_check_fails_when_positions_are_read_the_old_way(monkeypatch):
         if self.attention_mask is not None and self.attention_mask.shape[1] >= T:
             m = self.attention_mask != 0
             return (m.long().cumsum(1) - 1)[:, -T:], m[:, -T:], self.attention_mask.shape[1] - T
-        cp = self.cache_position
-        past = int(cp[0]) if cp is not None else 0
-        return (torch.arange(T) + past).expand(B, T), torch.ones(B, T, dtype=torch.bool), past
+        return torch.arange(T).expand(B, T), torch.ones(B, T, dtype=torch.bool), 0
 
     monkeypatch.setattr(call_inputs.CallInputs, "token_positions", old)
     report = saesteer.check(tiny_lm("llama"), random_sae(), layer=1, progress=False, max_new_tokens=5)

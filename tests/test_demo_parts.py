@@ -349,10 +349,13 @@ def test_vision_answers_strip_and_heat_map_are_the_librarys(tmp_path):
     feature = int(((acts > 0).sum(0) * 100 + acts.amax(0)).argmax())  # fires on the most images
     labels = {feature: {"label": "kind", "purity": 1.0, "max_activation": float(acts[:, feature].max())}}
     v = LoadedVision(steered, proc, labels, gallery, ("test", str(tmp_path)))
-    value = 8.0
-
-    plain, steer = answer_pair(v, images[1], feature, value)
-    assert plain != steer  # the clamp reaches the model
+    # the clamp reaches the answers (how strong a clamp a random tiny model needs to flip a greedy token
+    # depends on its random init, which differs between transformers versions)
+    for value in (8.0, 32.0, 128.0):
+        plain, steer = answer_pair(v, images[1], feature, value)
+        if plain != steer:
+            break
+    assert plain != steer
     one = proc([images[1]])
     gen = dict(max_new_tokens=4, do_sample=False)
     assert plain == proc.decode(steered.generate(**one, **gen), one)[0]
