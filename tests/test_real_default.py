@@ -66,3 +66,12 @@ def test_main_command_offline(default, capsys):
     assert plain and steered and plain != steered
     assert main(["features", "--search", "shakespeare"]) == 0
     assert str(feat) in capsys.readouterr().out
+
+
+def test_saesteer_check_passes_on_the_default(capsys):
+    """`saesteer check` on SmolLM2-135M-Instruct + the bundled SAE: every conformance row PASSes (the
+    single unpadded prompt included, which transformers 5.24+ calls without a mask), exit code 0."""
+    assert main(["check", "--no-progress", "--max-new-tokens", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "14 passed, 0 failed" in out and "FAIL " not in out
+    assert "positions='generated' = range(P, end), 1 unpadded prompt" in out
