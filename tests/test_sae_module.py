@@ -124,7 +124,7 @@ def test_feature_subset_is_cached_and_follows_weight_updates(arch, kw):
     with torch.no_grad():
         sub = sae.subset((3, 17))
         assert sae.subset((3, 17)) is sub  # gathered once
-        x_in = sae._encoder_input(sae.normalize(x)[0])
+        x_in = sae.encoder_input(sae.normalize(x)[0])
         torch.testing.assert_close(sae.encode_subset_normalized(x_in, sub), sae.encode(x)[..., [3, 17]],
                                    atol=1e-5, rtol=1e-6)
         sae.W_dec.mul_(2.0)  # an in-place update must not leave stale rows behind
@@ -198,7 +198,7 @@ def test_topk_subset_encode_in_row_chunks_gives_the_full_encode(monkeypatch):
     sae = random_sae("topk", k=4)
     x = torch.randn(3, 37, sae.d_in)
     idx = torch.tensor([0, 5, 11])
-    x_in = sae._encoder_input(x)
+    x_in = sae.encoder_input(x)
     dense = sae.encode(x)[..., idx]
     whole = sae.encode_subset_normalized(x_in, idx)
     row_bytes = sae.d_sae * sae.W_enc.element_size()

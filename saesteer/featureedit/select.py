@@ -34,7 +34,7 @@ from saesteer import adapters
 from saesteer.errors import EditError, HookError
 from saesteer.featureedit.facts import Fact, FactBatch, answer_logprobs, chunks, fact_batch
 from saesteer.featureedit.neurons import is_neuron_basis, pair_scores
-from saesteer.runtime.taps import replace_first
+from saesteer.runtime.taps import register
 
 METHODS = ("activation", "attribution")
 POSITIONS = ("all", "subject")
@@ -93,29 +93,10 @@ def recording(steered: Any, hooks: Sequence[str], grad: bool) -> Iterator[dict[s
         box[name] = x
         return None
 
-    def on_output(name, module, args, output):
-        x = output if isinstance(output, torch.Tensor) else output[0]
-        y = keep(name, x)
-        return None if y is None else replace_first(output, y)
-
-    def on_input(name, module, args, kwargs):
-        if args and isinstance(args[0], torch.Tensor):
-            y = keep(name, args[0])
-            return None if y is None else ((y,) + tuple(args[1:]), kwargs)
-        x = kwargs.get("hidden_states")
-        if not isinstance(x, torch.Tensor):
-            raise HookError(f"{name}: cannot find the input activation of {type(module).__name__}")
-        y = keep(name, x)
-        return None if y is None else (args, {**kwargs, "hidden_states": y})
-
     try:
         for name in hooks:
             point = steered.attachments[name].point
-            if point.io == "input":
-                handles.append(point.module.register_forward_pre_hook(
-                    lambda m, a, k, n=name: on_input(n, m, a, k), with_kwargs=True))
-            else:
-                handles.append(point.module.register_forward_hook(lambda m, a, o, n=name: on_output(n, m, a, o)))
+            handles.append(register(point.module, point.io, lambda x, n=name: keep(n, x), name=name))
         yield box
     finally:
         for h in handles:
@@ -137,7 +118,7 @@ def resolve_hooks(steered: Any, hooks: Sequence[str] | str | None) -> list[str]:
             out.append(h)
             continue
         try:
-            out.append(steered._canon(h))
+            out.append(steered.attachment_name(h))
         except EditError:
             raise EditError(f"no SAE attached at {h!r}; attached: {', '.join(steered.attachments)}") from None
     if not out:

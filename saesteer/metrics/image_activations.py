@@ -1,7 +1,7 @@
 """SAE feature activations of images, read at a hook that sees image tokens (a vision tower).
 
-Only the vision tower runs, and only up to the hooked layer: the forward is cut short by a private
-exception raised from a capturing hook (put first, removed before returning, also on error). The
+Only the vision tower runs, and only up to the hooked layer: the forward is cut short by a tap with
+``stop=True`` (:func:`saesteer.runtime.taps.tap`: put first, removed before returning, also on error). The
 host's other parts (a language model) never run, and no edit is applied.
 """
 
@@ -13,12 +13,9 @@ import torch
 
 from saesteer.errors import HookError, SaesteerError
 from saesteer.positions import PositionsLike, as_positions
+from saesteer.runtime.taps import tap
 
 REDUCTIONS = ("mean", "max", "sum")
-
-
-class _StopForward(Exception):
-    """Raised by the capturing hook once the hooked activation is in hand."""
 
 
 def _pixels(item: Any) -> torch.Tensor:
@@ -32,39 +29,19 @@ def _pixels(item: Any) -> torch.Tensor:
 def hooked_tokens(steered: Any, pixel_values: torch.Tensor, hook: str | None = None) -> tuple[torch.Tensor, Any]:
     """The activation ``[n, T, d_in]`` that the SAE at ``hook`` (the only one by default) reads for
     these images, and its attachment. Cost: the vision tower up to the hooked layer."""
-    name = steered._canon(hook) if hook is not None else steered._only()
-    att = steered.attachments[name]
+    att = steered.attachment(hook)
+    name = att.name
     image = att.point.image
     if image is None or image.tower is None:
         raise HookError(f"{name} does not read image tokens; image metrics need a hook on a vision tower")
-    box: dict[str, torch.Tensor] = {}
-
-    def on_output(module: Any, args: Any, output: Any) -> None:
-        box["x"] = (output if isinstance(output, torch.Tensor) else output[0]).detach()
-        raise _StopForward
-
-    def on_input(module: Any, args: tuple, kwargs: dict) -> None:
-        box["x"] = (args[0] if args else kwargs["hidden_states"]).detach()
-        raise _StopForward
-
-    mod = att.point.module
-    if att.point.io == "input":
-        handle = mod.register_forward_pre_hook(on_input, with_kwargs=True, prepend=True)
-    else:
-        handle = mod.register_forward_hook(on_output, prepend=True)
     param = next((p for p in image.tower.parameters() if p.is_floating_point()), None)
     if param is not None:
         pixel_values = pixel_values.to(param.device, param.dtype)
-    try:
-        with torch.no_grad():
-            image.tower(pixel_values=pixel_values)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    if "x" not in box:
+    with tap(att.point, stop=True, prepend=True) as caught, torch.no_grad():
+        image.tower(pixel_values=pixel_values)
+    if caught.x is None:
         raise HookError(f"the vision tower never reached {name}")
-    return box["x"], att
+    return caught.x, att
 
 
 def image_activations(

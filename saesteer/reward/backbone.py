@@ -19,18 +19,7 @@ from saesteer import adapters
 from saesteer.adapters.base import HookPoint
 from saesteer.errors import HookError, RewardError
 from saesteer.reward.conversation import position_ids
-
-
-class _Stop(Exception):
-    """Raised by the capturing hook to end the forward once the activation is in hand."""
-
-
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
-        return value[0]
-    return None
+from saesteer.runtime.taps import require, tap
 
 
 def hook_for(model: nn.Module, layer: int | None, hook: str | None, sae_hook: str | None) -> HookPoint:
@@ -94,29 +83,12 @@ class TruncatedBackbone:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         dev = self.device
-        box: dict[str, torch.Tensor] = {}
-
-        def grab(module: nn.Module, args: Any, output: Any) -> None:
-            x = _first_tensor(output)
-            if x is None:
-                raise HookError(f"{self.hook}: the output of {type(module).__name__} holds no tensor")
-            box["x"] = x
-            raise _Stop
-
-        handle = self.point.module.register_forward_hook(grab, prepend=True)
         kwargs: dict[str, Any] = {
             "input_ids": input_ids.to(dev), "attention_mask": attention_mask.to(dev),
             "position_ids": position_ids(attention_mask).to(dev),
         }
         if hasattr(getattr(self.model, "config", None), "use_cache"):
             kwargs["use_cache"] = False
-        try:
-            with torch.no_grad():
-                self.model(**kwargs)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        if "x" not in box:
-            raise HookError(f"the forward never reached {self.hook} ({self.point.path})")
-        return box["x"].float()
+        with tap(self.point, stop=True, prepend=True) as caught, torch.no_grad():
+            self.model(**kwargs)
+        return require(caught, f"{self.hook} ({self.point.path})").float()

@@ -157,9 +157,9 @@ def _accuracy(r: torch.Tensor, data: EncodedPairs) -> tuple[float, float]:
 def _rec_loss(sae: Any, x: torch.Tensor) -> torch.Tensor:
     """SARM's normalised MSE, in the SAE's normalised input space."""
     x_n, _, _ = sae.normalize(x)
-    x_in = x_n - sae.b_dec if sae.cfg.apply_b_dec_to_input else x_n
+    x_in = sae.encoder_input(x_n)
     f = sae.activate(sae.pre_activation(x_in), x_in)
-    x_hat = f @ sae.W_dec + sae.b_dec
+    x_hat = sae.decode(f)  # no shift/scale: stays in the normalised space
     return (((x_hat - x_n) ** 2).mean(-1) / (x_n ** 2).mean(-1).clamp_min(1e-12)).mean()
 
 

@@ -67,8 +67,7 @@ def read_features(sae: SAE, h: torch.Tensor, use_topk: bool = True) -> torch.Ten
     if use_topk:
         return sae.encode(h)
     x_n, _, _ = sae.normalize(h)
-    x_in = x_n - sae.b_dec if sae.cfg.apply_b_dec_to_input else x_n
-    return sae.pre_activation(x_in)
+    return sae.pre_activation(sae.encoder_input(x_n))
 
 
 def check_weight(weight: torch.Tensor, d_sae: int) -> torch.Tensor:

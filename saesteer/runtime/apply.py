@@ -66,7 +66,7 @@ def edit_activations(sae: SAE, x: torch.Tensor, es: EditSet, mask_of: MaskFn) ->
         scale = None
         if any(e.needs_encode for e in feats):
             x_n, _, scale = sae.normalize(xs)
-            f = sae.encode_subset_normalized(sae._encoder_input(x_n), sub)
+            f = sae.encode_subset_normalized(sae.encoder_input(x_n), sub)
         else:  # Add only: no encode; a normalising SAE still needs its per-token output scale
             if sae.cfg.normalize != "none":
                 _, _, scale = sae.normalize(xs)
@@ -97,7 +97,7 @@ def _reconstruct(
 ) -> torch.Tensor:
     """Output ``decode(f')`` at the set's positions (no error term), as sae-for-vlm does."""
     x_n, shift, scale = sae.normalize(xs)
-    x_in = sae._encoder_input(x_n)
+    x_in = sae.encoder_input(x_n)
     f = sae.activate(sae.pre_activation(x_in), x_in)
     if es.zero_others:
         keep = torch.zeros_like(f)

@@ -173,7 +173,11 @@ class SAE(nn.Module):
             y = y + shift
         return y
 
-    def _encoder_input(self, x_n: torch.Tensor) -> torch.Tensor:
+    def encoder_input(self, x_n: torch.Tensor) -> torch.Tensor:
+        """What the encoder reads from a normalised activation ``x_n`` (from :meth:`normalize`):
+        ``x_n - b_dec`` when the SAE subtracts its decoder bias first (``apply_b_dec_to_input``),
+        else ``x_n`` itself. This is the ``x_in`` that :meth:`pre_activation`, :meth:`activate` and
+        :meth:`encode_subset_normalized` take. Cost: at most one elementwise subtraction."""
         return x_n - self.b_dec if self.cfg.apply_b_dec_to_input else x_n
 
     # ------------------------------------------------------------------ encode
@@ -216,14 +220,14 @@ class SAE(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Feature activations ``f [..., d_sae]`` of activations ``x [..., d_in]`` (one full matmul)."""
         x_n, _, _ = self.normalize(x)
-        x_in = self._encoder_input(x_n)
+        x_in = self.encoder_input(x_n)
         return self.activate(self.pre_activation(x_in), x_in)
 
     def encode_subset(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """``encode(x)[..., idx]``. For ReLU/JumpReLU/Gated it costs ``len(idx)`` dot products per
         token; TopK falls back to the full encode."""
         x_n, _, _ = self.normalize(x)
-        return self.encode_subset_normalized(self._encoder_input(x_n), idx)
+        return self.encode_subset_normalized(self.encoder_input(x_n), idx)
 
     def encode_subset_normalized(self, x_in: torch.Tensor, idx: torch.Tensor | FeatureSubset) -> torch.Tensor:
         """As :meth:`encode_subset` on an input that is already normalised and b_dec-subtracted.
@@ -308,7 +312,7 @@ class SAE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``decode(encode(x))`` with the input's own normalisation undone."""
         x_n, shift, scale = self.normalize(x)
-        x_in = self._encoder_input(x_n)
+        x_in = self.encoder_input(x_n)
         f = self.activate(self.pre_activation(x_in), x_in)
         return self.decode(f, shift, scale)
 

@@ -5,8 +5,8 @@ hook, and hand out shuffled ``[n, d_in]`` float32 blocks with bounded memory.
 >>> for block in src:            # [n, d_in] float32 blocks, shuffled across many sequences
 ...     ...
 
-Costs: one forward per ``model_batch`` chunks, cut short right after the hooked module (a private
-exception raised from the capturing hook), so layers after the hook cost nothing. The shuffle buffer
+Costs: one forward per ``model_batch`` chunks, cut short right after the hooked module (a tap with
+``stop=True``, :func:`saesteer.runtime.taps.tap`), so layers after the hook cost nothing. The shuffle buffer
 holds at most ``buffer_tokens`` activations (plus one model batch).
 """
 
@@ -19,22 +19,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from saesteer.errors import HookError
-
-
-class _StopForward(Exception):
-    """Raised by the capturing hook to end the forward once the activation is in hand."""
-
-
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
-        return value[0]
-    if isinstance(value, dict) and value:
-        first = next(iter(value.values()))
-        return first if isinstance(first, torch.Tensor) else None
-    return None
+from saesteer.runtime.taps import require, tap
 
 
 def capture_activations(
@@ -54,43 +39,14 @@ def capture_activations(
     from saesteer import adapters
 
     point = adapters.resolve(model, hook)
-    box: dict[str, torch.Tensor] = {}
-
-    def on_output(module: nn.Module, args: Any, output: Any) -> None:
-        x = _first_tensor(output)
-        if x is None:
-            raise HookError(f"{hook}: the output of {type(module).__name__} holds no tensor")
-        box["x"] = x.detach()
-        if stop_early:
-            raise _StopForward
-
-    def on_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        x = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("hidden_states")
-        if not isinstance(x, torch.Tensor):
-            raise HookError(f"{hook}: cannot find the input activation of {type(module).__name__}")
-        box["x"] = x.detach()
-        if stop_early:
-            raise _StopForward
-
-    if point.io == "input":
-        handle = point.module.register_forward_pre_hook(on_input, with_kwargs=True, prepend=True)
-    else:
-        handle = point.module.register_forward_hook(on_output, prepend=True)
     kwargs: dict[str, Any] = {"input_ids": input_ids}
     if attention_mask is not None:
         kwargs["attention_mask"] = attention_mask
     if getattr(model, "config", None) is not None and hasattr(model.config, "use_cache"):
         kwargs["use_cache"] = False
-    try:
-        with torch.no_grad():
-            model(**kwargs)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    if "x" not in box:
-        raise HookError(f"the forward never reached {hook} ({point.path})")
-    return box["x"]
+    with tap(point, stop=stop_early, prepend=True) as caught, torch.no_grad():
+        model(**kwargs)
+    return require(caught, f"{hook} ({point.path})")
 
 
 def _model_device(model: nn.Module) -> torch.device:

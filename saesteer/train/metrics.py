@@ -12,13 +12,12 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
-from saesteer.runtime.taps import replace_first
+from saesteer.runtime.taps import require, tap
 from saesteer.sae.module import SAE
 
 
@@ -106,38 +105,13 @@ def _positions(mask: torch.Tensor, first: int) -> torch.Tensor:
     return (pos >= first) & mask.bool()
 
 
-@contextmanager
-def _tap(point: Any, box: dict[str, torch.Tensor], zero: torch.Tensor | None = None) -> Iterator[None]:
-    """Capture the hooked tensor into ``box['x']``; with ``zero`` (a [B, T] mask) also replace it by
-    zeros at those positions. The hook is removed on exit."""
+def _zero_at(where: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A tap function replacing the hooked tensor by zeros at the ``[B, T]`` positions ``where``."""
 
-    def swap(x: torch.Tensor) -> torch.Tensor | None:
-        box["x"] = x.detach()
-        if zero is None:
-            return None
-        m = zero.to(x.device).unsqueeze(-1)
-        return torch.where(m, torch.zeros_like(x), x)
+    def zero(x: torch.Tensor) -> torch.Tensor:
+        return torch.where(where.to(x.device).unsqueeze(-1), torch.zeros_like(x), x)
 
-    def on_output(module: nn.Module, args: Any, output: Any) -> Any:
-        x = output if isinstance(output, torch.Tensor) else output[0]
-        y = swap(x)
-        return None if y is None else replace_first(output, y)
-
-    def on_input(module: nn.Module, args: tuple, kwargs: dict) -> Any:
-        if args and isinstance(args[0], torch.Tensor):
-            y = swap(args[0])
-            return None if y is None else ((y,) + tuple(args[1:]), kwargs)
-        y = swap(kwargs["hidden_states"])
-        return None if y is None else (args, {**kwargs, "hidden_states": y})
-
-    if point.io == "input":
-        handle = point.module.register_forward_pre_hook(on_input, with_kwargs=True)
-    else:
-        handle = point.module.register_forward_hook(on_output)
-    try:
-        yield
-    finally:
-        handle.remove()
+    return zero
 
 
 def _ce_sum(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
@@ -185,17 +159,16 @@ def evaluate_sae(
             ids = input_ids[i:i + batch_size].to(device)
             mask = attention_mask[i:i + batch_size].to(device)
             where = _positions(mask, first)
-            box: dict[str, torch.Tensor] = {}
-            with _tap(point, box):
+            with tap(point, prepend=False) as caught:
                 logits = model(input_ids=ids, attention_mask=mask).logits
-            stats.add(sae, box["x"][where].float())
+            stats.add(sae, require(caught, point.name)[where].float())
             s, n = _ce_sum(logits, ids, mask)
             ce["clean"][0] += s
             ce["clean"][1] += n
             logits = steered(input_ids=ids, attention_mask=mask, edits=edits).logits
             s, _ = _ce_sum(logits, ids, mask)
             ce["spliced"][0] += s
-            with _tap(point, {}, zero=where):
+            with tap(point, _zero_at(where), prepend=False):
                 logits = model(input_ids=ids, attention_mask=mask).logits
             s, _ = _ce_sum(logits, ids, mask)
             ce["zero"][0] += s
