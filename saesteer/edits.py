@@ -26,12 +26,14 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 import torch
 
 from saesteer.errors import EditError
-from saesteer.positions import Positions, PositionsLike, as_positions
+from saesteer.positions import Positions, PositionsLike, as_positions, whole
 
 MODES = ("error", "reconstruct")
 
 
 def _finite(name: str, v: Any) -> float:
+    if isinstance(v, bool) or isinstance(v, str) or (isinstance(v, torch.Tensor) and v.numel() != 1):
+        raise EditError(f"{name} must be a number, got {v!r}")
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -42,9 +44,8 @@ def _finite(name: str, v: Any) -> float:
 
 
 def _feature(i: Any) -> int:
-    if isinstance(i, bool) or not isinstance(i, (int, torch.Tensor)) and not hasattr(i, "__index__"):
-        raise EditError(f"feature index must be an int, got {i!r}")
-    i = int(i)
+    """A feature index: a whole number >= 0 (``torch.tensor(3.7)`` or 3.5 are refused, not rounded)."""
+    i = whole("feature index", i)
     if i < 0:
         raise EditError(f"feature index must be >= 0, got {i}")
     return i
@@ -138,6 +139,8 @@ class Steer:
                 raise EditError("steering direction is all zeros")
         elif isinstance(d, torch.Tensor) and d.ndim == 0 or isinstance(d, int) and not isinstance(d, bool):
             object.__setattr__(self, "direction", _feature(d))
+        elif isinstance(d, torch.Tensor):
+            raise EditError(f"steering direction must be 1-D [d_in], got shape {tuple(d.shape)}")
         else:
             raise EditError(f"steering direction must be a 1-D tensor or a feature index, got {type(d).__name__}")
         if self.positions is not None:
@@ -231,6 +234,9 @@ def _one_set(spec: Any, positions: PositionsLike, mode: str, zero_others: bool) 
         items = [spec]
     elif isinstance(spec, Mapping):
         items = [Clamp(_feature(k), v) for k, v in spec.items()]
+    elif isinstance(spec, (str, bytes)) or not isinstance(spec, Iterable):
+        raise EditError(f"expected edits: an edit (Clamp, Erase, Scale, Add, Steer), a {{feature: value}} dict, a list "
+                        f"of edits, an EditSet or one of those per row; got {type(spec).__name__} {spec!r}")
     else:
         items = []
         for e in spec:

@@ -13,8 +13,9 @@ CLS token sits comes from the adapter, never from here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Iterable, Union
+from typing import Any, Iterable, Union
 
 import torch
 
@@ -63,13 +64,18 @@ class Positions:
 
     @classmethod
     def range(cls, *spans: tuple[int, int | None] | int) -> "Positions":
+        """Half-open ``[start, stop)`` spans (``stop=None``: open) or single positions. Positions are
+        whole numbers: ``(1.5, 3)`` is refused, never rounded."""
         out: list[tuple[int, int | None]] = []
         for s in spans:
-            if isinstance(s, int):
-                out.append((s, s + 1))
-            else:
+            if isinstance(s, (tuple, list)) and len(s) == 2:
                 a, b = s
-                out.append((int(a), None if b is None else int(b)))
+                out.append((whole("position", a), None if b is None else whole("position", b)))
+            elif isinstance(s, (tuple, list)):
+                raise EditError(f"a position range is (start, stop), got {s!r}")
+            else:
+                i = whole("position", s)
+                out.append((i, i + 1))
         return cls("ranges", tuple(out))
 
     @classmethod
@@ -78,7 +84,7 @@ class Positions:
         the patch grid, CLS not counted), e.g. ``Positions.patches(0, 1, 24)`` or ``patches(range(5))``."""
         flat: list[int] = []
         for i in ids:
-            flat.extend([i] if isinstance(i, int) else list(i))
+            flat.extend(whole("patch index", j) for j in ([i] if not isinstance(i, Iterable) else list(i)))
         return cls("patches", patch_ids=tuple(sorted(set(flat))))
 
     @classmethod
@@ -163,13 +169,38 @@ def as_positions(spec: PositionsLike, default: Positions | None = None) -> Posit
         return Positions(spec)
     if isinstance(spec, bool):
         raise EditError(f"positions must not be a bool, got {spec!r}")
-    if isinstance(spec, int):
+    if isinstance(spec, int) or _is_number(spec):
         return Positions.range(spec)
     if isinstance(spec, range):
         if spec.step != 1:
             raise EditError("position ranges must have step 1")
         return Positions.range((spec.start, spec.stop))
+    if not isinstance(spec, Iterable):
+        raise EditError(f"positions must be 'all', 'prompt', 'generated', a position or (start, stop) ranges, "
+                        f"got {type(spec).__name__} {spec!r}")
+    return Positions.range(*list(spec))  # type: ignore[arg-type]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.numel() == 1) or hasattr(v, "__index__")
+
+
+def whole(what: str, v: Any) -> int:
+    """``v`` as an int when it is a whole number (int, numpy integer, integral float, one-element
+    tensor holding one); EditError for anything else: a bool, 3.7, ``torch.tensor(3.7)``, "3", None.
+    Non-integral values are refused, never rounded or truncated."""
+    if isinstance(v, bool) or isinstance(v, str) or v is None:
+        raise EditError(f"{what} must be a whole number, got {v!r}")
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1:
+            raise EditError(f"{what} must be one number, got a tensor of shape {tuple(v.shape)}")
+        v = v.item()
+    if hasattr(v, "__index__") and not isinstance(v, float):
+        return int(v.__index__())
     try:
-        return Positions.range(*list(spec))  # type: ignore[arg-type]
-    except (TypeError, ValueError) as e:
-        raise EditError(f"cannot read positions from {spec!r}: {e}") from None
+        f = float(v)
+    except (TypeError, ValueError):
+        raise EditError(f"{what} must be a whole number, got {type(v).__name__} {v!r}") from None
+    if not math.isfinite(f) or f != int(f):
+        raise EditError(f"{what} must be a whole number, got {v!r} (refused, not rounded)")
+    return int(f)

@@ -169,11 +169,14 @@ class SteeredModel:
         routed: list[Edit | Steer] = []
         for e in es.edits:
             name = self._canon(e.hook) if e.hook is not None else self._only()
-            sae = self.attachments[name].sae
+            att = self.attachments[name]
+            sae = att.sae
             if isinstance(e, Edit) or e.feature is not None:
                 sae.check_feature(e.feature)
             elif e.direction.shape[-1] != sae.d_in:
                 raise EditError(f"steering vector has {e.direction.shape[-1]} entries; {name} has d_in={sae.d_in}")
+            _check_fits(e, sae, next((p.dtype for p in att.point.module.parameters() if p.is_floating_point()),
+                                     sae.dtype), name)
             routed.append(e if e.hook == name else dataclasses.replace(e, hook=name))
         es = dataclasses.replace(es, edits=tuple(routed))
         if not es.edits and es.mode == "reconstruct":
@@ -377,6 +380,34 @@ def _check_rows(plans: dict[str, Plan], args: tuple, kwargs: dict, attachments: 
                 raise EditError(f"{len(p)} per-image edit sets but the call has {got[1]} images")
         elif rows is not None and rows % len(p):
             raise EditError(f"{len(p)} per-row edit sets but the batch has {rows} rows")
+
+
+def _check_fits(e: Edit | Steer, sae: SAE, layer_dtype: torch.dtype, name: str) -> None:
+    """Refuse an edit whose value cannot be represented where it is computed: a clamp of 1e5 on a
+    float16 model overflows to inf (and NaN logits) inside the hook. The bound is the largest finite
+    number of the SAE's and the layer's dtypes: ``|value|`` and ``|value| * max |decoder row|`` (what
+    the edit adds per unit of feature) must both stay below half of it. Steer(norm_scaled=True) is
+    bounded assuming activation norms below 1e4. Cost: one max over a decoder row."""
+    dtypes = [d for d in (sae.dtype, layer_dtype) if d.is_floating_point]
+    limit = min(torch.finfo(d).max for d in dtypes) / 2 if dtypes else float("inf")
+    if isinstance(e, Steer):
+        value, what = e.alpha, "steer alpha"
+        row = sae.W_dec[e.feature] if e.feature is not None else e.direction
+        if e.norm_scaled:
+            row = row / row.norm().clamp_min(1e-30) * 1e4
+    else:
+        value = {"Clamp": "value", "Scale": "factor", "Add": "amount"}.get(type(e).__name__)
+        if value is None:  # Erase: writes 0
+            return
+        what = f"{type(e).__name__.lower()} {value}"
+        value = getattr(e, value)
+        row = sae.W_dec[e.feature]
+    step = abs(value) * float(row.detach().abs().max().float())
+    if abs(value) >= limit or step >= limit:
+        kind = min(dtypes, key=lambda d: torch.finfo(d).max) if dtypes else None
+        raise EditError(f"{what} {value:g} overflows {str(kind).replace('torch.', '')} at {name} "
+                        f"(the edit would write {max(abs(value), step):.3g}; the dtype's largest finite value is "
+                        f"{2 * limit:.3g}); use a smaller value")
 
 
 def _check_positions(point: adapters.HookPoint, es: EditSet) -> None:
