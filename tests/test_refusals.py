@@ -72,3 +72,112 @@ def test_values_that_fit_still_steer_finitely():
     lm32 = tiny_lm("llama")
     sm32 = saesteer.wrap(lm32, random_sae(), layer=1)
     assert torch.isfinite(sm32(**batch(), edits=Clamp(3, 1e5)).logits).all()  # fine in fp32
+
+
+# ----------------------------------------------------------------------------- SAE files by hand
+import json  # noqa: E402
+
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from saesteer import SAEFormatError  # noqa: E402
+
+
+def _saelens(tmp_path, arch="relu", **sae_kw):
+    folder = tmp_path / "sae"
+    saesteer.save_sae(random_sae(d_in=64, d_sae=256, architecture=arch, **sae_kw), folder)
+    return folder
+
+
+def _edit_cfg(folder, **changes):
+    cfg = json.loads((folder / "cfg.json").read_text())
+    for k, v in changes.items():
+        if v is KeyError:
+            cfg.pop(k, None)
+        else:
+            cfg[k] = v
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+
+
+def _edit_tensors(folder, fn):
+    path = folder / "sae_weights.safetensors"
+    t = load_file(str(path))
+    fn(t)
+    save_file(t, str(path))
+
+
+@pytest.mark.parametrize("name,index", [("W_enc", (5, 17)), ("W_dec", (200, 3)), ("b_enc", (9,))])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_naming_tensor_and_index(tmp_path, name, index, bad):
+    folder = _saelens(tmp_path)
+
+    def poison(t):
+        t[name][index] = bad
+    _edit_tensors(folder, poison)
+    with pytest.raises(SAEFormatError, match=rf"tensor '{name}' holds 1 non-finite.*index {index}".replace("(", r"\(").replace(")", r"\)")):
+        saesteer.load_sae(folder)
+
+
+@pytest.mark.parametrize("claim", [4_000_000, 1e12])
+def test_a_config_claiming_a_huge_width_allocates_nothing(tmp_path, claim):
+    """A 200-byte cfg.json claiming d_sae 4e6 allocated 2.36 GB before the shape check; 1e12 ended in a
+    raw RuntimeError trying to allocate 4 TB. Measured in a fresh child process: its peak RSS with the
+    refused load must stay within 100 MiB of the same child loading nothing."""
+    import subprocess
+    import sys
+
+    folder = _saelens(tmp_path)
+    _edit_cfg(folder, d_sae=claim)
+    code = ("import resource, sys, saesteer\n"
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    saesteer.load_sae(sys.argv[1]) if sys.argv[2] == '1' else None\n"
+            "except saesteer.SAEFormatError as e:\n    print('refused:', e)\n"
+            "print('grew', (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)")
+    out = subprocess.run([sys.executable, "-c", code, str(folder), "1"], capture_output=True, text=True, timeout=120)
+    assert "refused:" in out.stdout and "d_sae" in out.stdout, out.stdout + out.stderr
+    grew = float(out.stdout.split("grew")[1])
+    assert grew < 100, f"peak RSS grew by {grew:.0f} MiB while refusing the file"
+
+
+@pytest.mark.parametrize("arch,change,field", [
+    ("relu", {"d_in": "sixty-four"}, "d_in"),
+    ("relu", {"d_in": None, "d_sae": 256.7}, "d_sae"),
+    ("relu", {"d_sae": 256.7}, "d_sae"),
+    ("relu", {"apply_b_dec_to_input": "false"}, "apply_b_dec_to_input"),
+    ("relu", {"metadata": "oops"}, "metadata"),
+    ("relu", {"d_in": True}, "d_in"),
+    ("topk", {"k": KeyError}, "'k'"),
+    ("topk", {"k": 8.5}, "'k'"),
+    ("relu", {"architecture": 7}, "architecture"),
+])
+def test_malformed_configs_raise_sae_format_error_naming_the_field(tmp_path, arch, change, field):
+    folder = _saelens(tmp_path, arch=arch)
+    _edit_cfg(folder, **change)
+    with pytest.raises(SAEFormatError, match=field) as e:
+        saesteer.load_sae(folder)
+    assert "cfg.json" in str(e.value)
+
+
+def test_a_missing_tensor_is_named(tmp_path):
+    folder = _saelens(tmp_path)
+    _edit_tensors(folder, lambda t: t.pop("b_dec"))
+    with pytest.raises(SAEFormatError, match="tensor 'b_dec' is missing"):
+        saesteer.load_sae(folder)
+
+
+def test_an_npz_member_that_needs_pickle_is_refused(tmp_path):
+    folder = tmp_path / "gs"
+    folder.mkdir()
+    sae = random_sae(d_in=16, d_sae=32, architecture="jumprelu")
+    arrays = {k: v.detach().numpy() for k, v in sae.state_dict().items()}
+    arrays["threshold"] = np.array([{"evil": 1}], dtype=object)
+    np.savez(folder / "params.npz", **arrays)
+    with pytest.raises(SAEFormatError, match="pickle|numeric"):
+        saesteer.load_sae(folder)
+
+
+def test_a_good_file_still_loads_exactly(tmp_path):
+    sae = random_sae(d_in=64, d_sae=256, architecture="topk")
+    saesteer.save_sae(sae, tmp_path / "ok")
+    got = saesteer.load_sae(tmp_path / "ok")
+    x = torch.randn(3, 64)
+    torch.testing.assert_close(got(x), sae(x))

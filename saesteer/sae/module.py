@@ -74,6 +74,14 @@ class SAEConfig:
             raise SAEFormatError(
                 f"unknown activation normalisation {self.normalize!r}; known: {', '.join(NORMALIZATIONS)}"
             )
+        for name in ("d_in", "d_sae"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise SAEFormatError(f"SAE {name} must be an int, got {v!r}")
+        if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, int)):
+            raise SAEFormatError(f"SAE k must be an int, got {self.k!r}")
+        if not isinstance(self.apply_b_dec_to_input, bool):
+            raise SAEFormatError(f"apply_b_dec_to_input must be True or False, got {self.apply_b_dec_to_input!r}")
         if self.architecture == "topk" and (self.k is None or not 0 < int(self.k) <= self.d_sae):
             raise SAEFormatError(f"a TopK SAE needs 0 < k <= d_sae ({self.d_sae}); got k={self.k}")
         if self.d_in <= 0 or self.d_sae <= 0:

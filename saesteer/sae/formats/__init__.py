@@ -93,8 +93,16 @@ def read_npz(path: Path) -> dict[str, torch.Tensor]:
     """Load an ``.npz`` archive without pickle (object arrays are refused as unsafe)."""
     try:
         with np.load(str(path), allow_pickle=False) as data:
-            return {k: torch.from_numpy(np.array(data[k])) for k in data.files}
-    except ValueError as e:
+            out = {}
+            for k in data.files:
+                a = np.array(data[k])
+                if a.dtype.kind not in "biuf":
+                    raise SAEFormatError(f"{path}: member {k!r} is not a numeric array (dtype {a.dtype})")
+                out[k] = torch.from_numpy(a)
+            return out
+    except SAEFormatError:
+        raise
+    except (ValueError, TypeError) as e:
         raise SAEFormatError(
             f"{path} needs pickle to load (object arrays); refusing to read it (unsafe): {e}"
         ) from e
@@ -117,14 +125,23 @@ def torch_load_weights(path: Path) -> Any:
 
 def build_sae(cfg: SAEConfig, tensors: dict[str, torch.Tensor]) -> SAE:
     """An fp32 CPU SAE with ``tensors`` (internal names: W_enc [d,F], W_dec [F,d], b_enc, b_dec,
-    threshold, b_gate, b_mag, r_mag) copied in after a shape check; missing biases stay zero."""
-    sae = SAE(cfg)
-    params = dict(sae.named_parameters())
+    threshold, b_gate, b_mag, r_mag) copied in; missing biases stay zero.
+
+    Checked BEFORE anything is allocated from what the config claims: every tensor's shape against
+    the shapes ``cfg`` implies (read from an SAE built on the meta device, which allocates nothing),
+    so a 200-byte config claiming ``d_sae: 4000000`` costs nothing. Then every value must be finite:
+    NaN or inf in a weight is refused, naming the tensor and the first bad index."""
+    for need in ("W_enc", "W_dec"):
+        if need not in tensors:
+            raise SAEFormatError(f"internal: no {need} given for the SAE")
+    with torch.device("meta"):
+        shapes = {n: tuple(p.shape) for n, p in SAE(cfg).named_parameters()}
+    ready: dict[str, torch.Tensor] = {}
     for name, t in tensors.items():
-        if name not in params:
+        if name not in shapes:
             raise SAEFormatError(f"internal: SAE ({cfg.architecture}) has no parameter {name!r}")
         t = torch.as_tensor(t)
-        want = tuple(params[name].shape)
+        want = shapes[name]
         if t.ndim == 0 and name == "threshold":
             t = t.expand(want)
         if tuple(t.shape) != want:
@@ -132,11 +149,20 @@ def build_sae(cfg: SAEConfig, tensors: dict[str, torch.Tensor]) -> SAE:
                 f"tensor {name!r} has shape {tuple(t.shape)}, expected {want} "
                 f"for d_in={cfg.d_in}, d_sae={cfg.d_sae}"
             )
-        with torch.no_grad():
+        if not t.is_floating_point() and t.dtype != torch.bool:
+            t = t.to(torch.float32)
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            first = tuple(int(i) for i in bad.nonzero()[0])
+            raise SAEFormatError(f"tensor {name!r} holds {int(bad.sum())} non-finite values (NaN or inf), the "
+                                 f"first at index {first}: {float(t[first])}; refusing an SAE that would "
+                                 "give NaN outputs")
+        ready[name] = t
+    sae = SAE(cfg)
+    params = dict(sae.named_parameters())
+    with torch.no_grad():
+        for name, t in ready.items():
             params[name].copy_(t.to(torch.float32))
-    for need in ("W_enc", "W_dec"):
-        if need not in tensors:
-            raise SAEFormatError(f"internal: no {need} given for the SAE")
     return sae
 
 
@@ -266,7 +292,12 @@ def load_sae(
     reader = _reader(name)
     if hookpoint and p.is_dir() and (p / hookpoint).is_dir() and reader.NAME != "sparsify":
         p = p / hookpoint
-    sae = reader.load(p, hookpoint=hookpoint)
+    try:
+        sae = reader.load(p, hookpoint=hookpoint)
+    except SAEFormatError:
+        raise
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:  # a reader that missed a case
+        raise SAEFormatError(f"{p}: malformed {reader.NAME} SAE ({type(e).__name__}: {e})") from e
     _apply_extra(sae, extra)
     from saesteer.labels import FeatureLabels
 

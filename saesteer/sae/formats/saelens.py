@@ -33,6 +33,7 @@ import torch
 
 from saesteer.errors import SAEFormatError
 from saesteer.sae.formats import build_sae, read_json, read_safetensors
+from saesteer.sae.formats.fields import Fields, tensor, widths
 from saesteer.sae.module import SAE, SAEConfig
 
 NAME = "saelens"
@@ -99,15 +100,16 @@ def _decoder_norms(W_dec: torch.Tensor) -> torch.Tensor:
 def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - one SAE per folder
     """Read a SAELens folder (or its ``sae_weights.safetensors``) into an fp32 SAE."""
     folder = path.parent if path.is_file() else path
-    raw = read_json(folder / CFG_FILE)
-    cfg = upgrade_config(raw)
+    where = folder / CFG_FILE
+    cfg = upgrade_config(read_json(where))
+    f = Fields(cfg, where)
     tensors = read_safetensors(folder / WEIGHTS_FILE)
     tensors = {k: v.to(torch.float32) for k, v in tensors.items()}
-    src_arch = str(cfg["architecture"])
+    src_arch = f.text("architecture")
     _refuse(src_arch, cfg, tensors, folder)
     arch = _ARCH[src_arch]
-    meta_in = cfg.get("metadata") or {}
-    ours = cfg.get("saesteer") or {}
+    meta_in = f.mapping("metadata")
+    ours = f.mapping("saesteer")
     metadata: dict[str, Any] = {k: v for k, v in meta_in.items() if k not in ("hook_name", "model_name")}
     for k in _META_KEYS:
         if k in cfg and k not in ("hook_name", "model_name") and cfg[k] is not None:
@@ -115,22 +117,29 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - 
     if cfg.get("reshape_activations", "none") != "none":
         metadata["reshape_activations"] = cfg["reshape_activations"]
 
-    W_enc, W_dec = tensors["W_enc"], tensors["W_dec"]
-    d_in, d_sae = int(cfg.get("d_in", W_enc.shape[0])), int(cfg.get("d_sae", W_enc.shape[1]))
-    out: dict[str, torch.Tensor] = {"W_enc": W_enc, "W_dec": W_dec, "b_dec": tensors["b_dec"]}
+    wfile = folder / WEIGHTS_FILE
+    W_enc, W_dec = tensor(tensors, "W_enc", wfile), tensor(tensors, "W_dec", wfile)
+    if W_enc.ndim != 2:
+        raise SAEFormatError(f"{wfile}: W_enc must be 2-D [d_in, d_sae], got shape {tuple(W_enc.shape)}")
+    d_in = f.whole("d_in", int(W_enc.shape[0]))
+    d_sae = f.whole("d_sae", int(W_enc.shape[1]))
+    widths(where, d_in, d_sae, W_enc)
+    out: dict[str, torch.Tensor] = {"W_enc": W_enc, "W_dec": W_dec, "b_dec": tensor(tensors, "b_dec", wfile)}
     k = None
     if arch == "gated":
         for name in ("b_gate", "b_mag", "r_mag"):
-            out[name] = tensors[name]
+            out[name] = tensor(tensors, name, wfile)
     else:
         out["b_enc"] = tensors.get("b_enc", torch.zeros(d_sae))
-    rescale = bool(cfg.get("rescale_acts_by_decoder_norm", src_arch in ("batchtopk", "matryoshka_batchtopk")))
+    rescale = f.flag("rescale_acts_by_decoder_norm", src_arch in ("batchtopk", "matryoshka_batchtopk"))
     if src_arch in ("topk", "batchtopk", "matryoshka_batchtopk") and rescale:
+        if tuple(W_dec.shape) != (d_sae, d_in):
+            raise SAEFormatError(f"{wfile}: W_dec has shape {tuple(W_dec.shape)}, expected {(d_sae, d_in)}")
         n = _decoder_norms(W_dec)
         out["W_enc"], out["b_enc"], out["W_dec"] = W_enc * n[None, :], out["b_enc"] * n, W_dec / n[:, None]
         metadata["folded_decoder_norm"] = True
     if arch == "topk":
-        k = int(cfg["k"])
+        k = f.whole("k")
     if arch == "jumprelu":
         if "threshold" in tensors:
             out["threshold"] = tensors["threshold"]
@@ -146,7 +155,7 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - 
             out["W_dec"] = out["W_dec"] * s[:, None]
             metadata["folded_finetuning_scaling_factor"] = True
 
-    norm = str(cfg.get("normalize_activations", "none"))
+    norm = f.text("normalize_activations", "none")
     normalize = norm if norm in ("layer_norm", "constant_norm_rescale") else "none"
     if norm not in ("none", "layer_norm", "constant_norm_rescale", "expected_average_only_in",
                     "covariance_whitening"):
@@ -155,11 +164,12 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - 
         metadata["normalize_activations"] = norm  # identity at inference, as in sae-lens
 
     training_arch = meta_in.get("training_architecture")
+    o = Fields(ours, f"{where} (saesteer section)")
     config = SAEConfig(
         d_in=d_in, d_sae=d_sae, architecture=arch, k=k,
-        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-        normalize=normalize, norm_eps=float(ours.get("norm_eps", 1e-5)),
-        topk_relu=bool(ours.get("topk_relu", True)),
+        apply_b_dec_to_input=f.flag("apply_b_dec_to_input", True),
+        normalize=normalize, norm_eps=o.number("norm_eps", 1e-5),
+        topk_relu=o.flag("topk_relu", True),
         source_architecture=ours.get("source_architecture") or training_arch or src_arch,
         source_format=ours.get("source_format") or NAME,
         hook_name=meta_in.get("hook_name", cfg.get("hook_name")),

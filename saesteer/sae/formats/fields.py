@@ -1,0 +1,86 @@
+"""Typed reads of an SAE file's configuration: every field is checked for what it must be, and a
+wrong one raises SAEFormatError naming the file and the field — never a raw KeyError, ValueError,
+TypeError or AttributeError, and never a silent coercion (``"false"`` is not True, 256.7 is not 256).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from saesteer.errors import SAEFormatError
+
+_MISSING = object()
+
+
+class Fields:
+    """The fields of one configuration mapping (``data``) read from ``where`` (a file path)."""
+
+    def __init__(self, data: Any, where: Any) -> None:
+        if not isinstance(data, dict):
+            raise SAEFormatError(f"{where}: the configuration must be a json object, got {type(data).__name__}")
+        self.data, self.where = data, where
+
+    def _get(self, key: str, default: Any) -> Any:
+        if key in self.data and self.data[key] is not None:
+            return self.data[key]
+        if default is _MISSING:
+            raise SAEFormatError(f"{self.where}: field {key!r} is missing (or null)")
+        return default
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def whole(self, key: str, default: Any = _MISSING, *, minimum: int = 1) -> int:
+        """A whole number >= ``minimum``: ints, or floats with no fractional part (json writes 1e3)."""
+        v = self._get(key, default)
+        ok = not isinstance(v, bool) and (isinstance(v, int) or (isinstance(v, float) and math.isfinite(v)
+                                                                  and v == int(v)))
+        if not ok:
+            raise SAEFormatError(f"{self.where}: field {key!r} must be a whole number, got {v!r}")
+        if int(v) < minimum:
+            raise SAEFormatError(f"{self.where}: field {key!r} must be >= {minimum}, got {v!r}")
+        return int(v)
+
+    def flag(self, key: str, default: Any = _MISSING) -> bool:
+        """A json boolean (the string "false" is refused, not read as True)."""
+        v = self._get(key, default)
+        if not isinstance(v, bool):
+            raise SAEFormatError(f"{self.where}: field {key!r} must be true or false, got {v!r}")
+        return v
+
+    def number(self, key: str, default: Any = _MISSING) -> float:
+        v = self._get(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise SAEFormatError(f"{self.where}: field {key!r} must be a finite number, got {v!r}")
+        return float(v)
+
+    def text(self, key: str, default: Any = _MISSING) -> Any:
+        v = self._get(key, default)
+        if v is not default and not isinstance(v, str):
+            raise SAEFormatError(f"{self.where}: field {key!r} must be a string, got {v!r}")
+        return v
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        """A json object (empty when absent)."""
+        v = self._get(key, {})
+        if not isinstance(v, dict):
+            raise SAEFormatError(f"{self.where}: field {key!r} must be a json object, got {v!r}")
+        return v
+
+
+def tensor(tensors: dict[str, torch.Tensor], key: str, where: Any) -> torch.Tensor:
+    """``tensors[key]``, or SAEFormatError naming the file and the missing tensor."""
+    if key not in tensors:
+        raise SAEFormatError(f"{where}: tensor {key!r} is missing (the file has: {', '.join(sorted(tensors)) or 'none'})")
+    return tensors[key]
+
+
+def widths(where: Any, d_in: int, d_sae: int, W_enc: torch.Tensor) -> None:
+    """The widths a config claims must be those of its encoder ``[d_in, d_sae]``: checked before
+    anything is allocated from the claim."""
+    if W_enc.ndim != 2 or tuple(W_enc.shape) != (d_in, d_sae):
+        raise SAEFormatError(f"{where}: the config says d_in={d_in}, d_sae={d_sae} but W_enc has shape "
+                             f"{tuple(W_enc.shape)}")
