@@ -12,8 +12,6 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-import torch
-
 import saesteer
 from saesteer.errors import SaesteerError
 
@@ -38,40 +36,137 @@ def _edits(a: argparse.Namespace) -> list[saesteer.Edit]:
     return edits
 
 
-def load_model(name: str, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
-    """``smollm2`` (the offline embedded model) or a local HuggingFace folder / hub id."""
+def load_model(name: str, dtype: Any = None) -> tuple[Any, Any]:
+    """``smollm2`` (the offline embedded model) or a local HuggingFace folder / hub id, in ``dtype`` (a torch
+    dtype or its name; float32 by default). A hub id with
+    the hub unreachable is read from the local cache only, and fails at once when it is not there
+    (one connection probe, no retries)."""
+    import torch
+
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or torch.float32)
     if name == "smollm2":
         from saesteer.embedded import load_smollm2
 
         return load_smollm2(dtype=dtype)
+    from pathlib import Path
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    local = Path(name).expanduser().exists()
+    offline = False
+    if not local:
+        from saesteer.sae.formats.hub import hub_reachable
+
+        offline = not hub_reachable()
     try:
-        tok = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-    except OSError as e:
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=offline)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=offline)
+    except (OSError, ValueError) as e:
+        if offline:
+            raise SaesteerError(f"cannot load model {name!r}: it is not a local folder, the HuggingFace hub is "
+                                "unreachable and the model is not in the local cache. Download it where the hub is "
+                                "reachable and pass its folder: --model /path/to/model") from None
         raise SaesteerError(f"cannot load model {name!r} (a local folder, or a hub id when online): {e}") from e
     return model.eval(), tok
 
 
+#: above these, a CLI edit value is suspicious (the demo refuses them): warn, naming the feature's largest
+#: activation seen in the SAE's labelling corpus when the SAE has labels
+WARN_ABS_VALUE, WARN_ABS_SCALE = 1000.0, 100.0
+
+
+def _check_values(edits: list, sae: Any) -> None:
+    """Feature indices are checked against the SAE file before any model loads; values far outside what
+    the feature ever reaches get a warning on stderr."""
+    for e in edits:
+        sae.check_feature(e.feature)
+    for e in edits:
+        v = getattr(e, "value", getattr(e, "amount", None))
+        seen = None
+        if sae.labels is not None:
+            try:
+                seen = float(sae.labels.info(e.feature).get("max_activation") or 0) or None
+            except (KeyError, TypeError, ValueError):
+                seen = None
+        big = (v is not None and (abs(v) > WARN_ABS_VALUE or (seen and abs(v) > 20 * seen))) or \
+            (isinstance(e, saesteer.Scale) and abs(e.factor) > WARN_ABS_SCALE)
+        if big:
+            where = f"; its largest activation seen is {seen:.1f}" if seen else ""
+            print(f"saesteer: warning: {e!r} is far outside feature {e.feature}'s range{where} "
+                  f"(the demo caps values at {WARN_ABS_VALUE:g}, scales at {WARN_ABS_SCALE:g}): expect broken text",
+                  file=sys.stderr)
+
+
+def _check_layer(a: argparse.Namespace, sae: Any) -> None:
+    """--layer L against the hook the SAE records, before the model loads (the full check, any hook
+    name, runs again when the SAE is attached)."""
+    import re
+
+    m = re.match(r"^blocks\.(\d+)\.", sae.cfg.hook_name or "")
+    if a.layer is not None and m and int(m.group(1)) != a.layer and not a.force_hook:
+        raise SaesteerError(f"this SAE was trained at {sae.cfg.hook_name}, not at layer {a.layer}: leave out "
+                            "--layer to use its own hook, or pass --force-hook if you know it fits")
+
+
+class _Ticks:
+    """A logits processor that only moves a progress bar, one tick per generated token."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        self.bar.update(1)
+        return scores
+
+
+def _silent_features(sm: Any, ids: Any, edits: list) -> list[tuple[int, float]]:
+    """(feature, max activation) of the erased/scaled features over ``ids [1, T]`` at the hook."""
+    import torch
+
+    from saesteer.runtime import taps
+
+    feats = sorted({e.feature for e in edits if isinstance(e, (saesteer.Erase, saesteer.Scale))})
+    if not feats:
+        return []
+    att = sm.attachment()
+    with torch.no_grad(), taps.tap(att.point, stop=True) as t:
+        sm.model(input_ids=ids)
+    acts = att.sae.encode_subset(t.x.to(att.sae.dtype), torch.tensor(feats, device=t.x.device))
+    top = acts.reshape(-1, len(feats)).amax(0).float()
+    return [(f, float(v)) for f, v in zip(feats, top)]
+
+
 def cmd_generate(a: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     edits = _edits(a)
     if not edits:
         raise SaesteerError("give at least one edit: --clamp F=V, --scale F=S, --add F=A or --erase F")
-    model, tok = load_model(a.model, torch.bfloat16 if a.bf16 else torch.float32)
-    sm = saesteer.wrap(model, a.sae or _default_sae(), hook=a.hook, layer=a.layer, tokenizer=tok)
+    sae = saesteer.load_sae(a.sae or _default_sae())  # checked before the model loads (seconds)
+    _check_values(edits, sae)
+    _check_layer(a, sae)
+    model, tok = load_model(a.model, "bfloat16" if a.bf16 else "float32")
+    sm = saesteer.wrap(model, sae, hook=a.hook, layer=a.layer, tokenizer=tok, force_hook=a.force_hook)
     tok.padding_side = "left"
     text = a.prompt
     if getattr(tok, "chat_template", None) and not a.raw:
         text = tok.apply_chat_template([{"role": "user", "content": a.prompt}], tokenize=False,
                                        add_generation_prompt=True)
     enc = tok([text, text], return_tensors="pt", padding=True)
-    out = sm.generate(**enc, edits=[None, edits], positions=a.positions, max_new_tokens=a.max_new_tokens,
-                      do_sample=False)
+    with tqdm(total=a.max_new_tokens, desc="generating", unit="tok", file=sys.stderr, leave=False) as bar:
+        out = sm.generate(**enc, edits=[None, edits], positions=a.positions, max_new_tokens=a.max_new_tokens,
+                          do_sample=False, logits_processor=[_Ticks(bar)])
     n = enc["input_ids"].shape[1]
     plain, steered = (tok.decode(out[r, n:], skip_special_tokens=True).strip() for r in (0, 1))
-    print(f"prompt : {a.prompt}\nedits  : {', '.join(map(repr, edits))}\n")
+    print(f"prompt   : {a.prompt}\nhook     : {sm.attachment_name()}\npositions: {a.positions}\n"
+          f"edits    : {', '.join(map(repr, edits))}\n")
     print(f"--- unsteered ---\n{plain}\n\n--- steered ---\n{steered}")
+    if plain == steered:
+        silent = [(f, v) for f, v in _silent_features(sm, out[:1], edits) if v <= 0]
+        why = ("; ".join(f"feature {f} never fired on these tokens (max activation {v:.2f}), so erasing or scaling "
+                         "it changes nothing" for f, v in silent) if silent else
+               "the edit did not change any greedy token; try a larger value or another feature")
+        print(f"\nnote: the steered text equals the unsteered one: {why}")
     return 0
 
 
@@ -82,9 +177,16 @@ def _default_sae() -> str:
 
 
 def cmd_features(a: argparse.Namespace) -> int:
+    if a.show is None and a.text is None and a.search is None:
+        print("saesteer features: say what to show: --search WORDS (find features by label), --show F (one "
+              "feature's record) or --text TEXT (the features of every token)", file=sys.stderr)
+        return 2
     sae = saesteer.load_sae(a.sae or _default_sae())
+    if a.text is not None:
+        return _features_of_text(a, sae)
     if sae.labels is None:
-        raise SaesteerError("this SAE has no feature labels (feature_labels.json.gz beside it)")
+        raise SaesteerError("this SAE has no feature labels (feature_labels.json.gz beside it); make them with "
+                            "`saesteer label --sae PATH`")
     if a.show is not None:
         info = sae.labels.info(sae.check_feature(a.show))
         print(f"feature {a.show}: {info['label']}\n  fires on {info['density']:.3%} of tokens; "
@@ -92,12 +194,7 @@ def cmd_features(a: argparse.Namespace) -> int:
         for c in info["contexts"]:
             print(f"  {c['value']:7.2f} [{c['source']}] {c['text']!r}")
         return 0
-    if a.text is not None:
-        model, tok = load_model(a.model)
-        sm = saesteer.wrap(model, sae, tokenizer=tok)
-        print(sm.features(**tok(a.text, return_tensors="pt"), top_k=a.top))
-        return 0
-    hits = sae.labels.search(a.search or "", top=a.top)
+    hits = sae.labels.search(a.search, top=a.top)
     if not hits:
         print(f"no feature matches {a.search!r}")
         return 1
@@ -106,8 +203,34 @@ def cmd_features(a: argparse.Namespace) -> int:
     return 0
 
 
+def _features_of_text(a: argparse.Namespace, sae: Any) -> int:
+    """Each token's top features, then the text's top features by their largest activation. Position 0
+    is the attention-sink token (activations in the thousands on most models): marked, and left out of
+    the ranking."""
+    model, tok = load_model(a.model)
+    sm = saesteer.wrap(model, sae, tokenizer=tok, force_hook=a.force_hook)
+    acts = sm.features(**tok(a.text, return_tensors="pt"), top_k=a.top)
+    labels = sae.labels
+    print(f"features at {acts.hook}:")
+    best: dict[int, float] = {}
+    for rec in acts.to_records():
+        sink = rec["position"] == 0
+        shown = ", ".join(f"{d['feature']}={d['value']:.2f}" for d in rec["features"][:5])
+        print(f"  [{rec['position']:>3}] {rec['token']!r:>14}  {shown}" + ("   (attention sink: not ranked)" if sink else ""))
+        if not sink:
+            for d in rec["features"]:
+                best[d["feature"]] = max(best.get(d["feature"], 0.0), d["value"])
+    print("\ntop features of the text (position 0 left out):")
+    for f, v in sorted(best.items(), key=lambda kv: -kv[1])[:a.top]:
+        label = labels.get(f) if labels is not None else None
+        print(f"{f:>6}  {v:8.2f}  {label or ''}")
+    return 0
+
+
 def cmd_inspect(a: argparse.Namespace) -> int:
-    sae = saesteer.load_sae(a.path, hookpoint=a.hookpoint)
+    path = a.path or _default_sae()
+    sae = saesteer.load_sae(path, hookpoint=a.hookpoint)
+    print(f"{'path':>22}: {path}")
     for k, v in sae.cfg.to_dict().items():
         if v not in (None, {}, ""):
             print(f"{k:>22}: {v}")
@@ -122,7 +245,7 @@ def cmd_hooks(a: argparse.Namespace) -> int:
     return 0
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def cmd_check(a: argparse.Namespace) -> int:
@@ -130,7 +253,10 @@ def cmd_check(a: argparse.Namespace) -> int:
     if (a.feature is None) != (a.value is None):
         raise SaesteerError("--feature and --value go together")
     sae = a.sae or _default_sae()
-    model, tok = load_model(a.model, DTYPES[a.dtype])
+    model, tok = load_model(a.model, a.dtype)
+    if a.force_hook:
+        sae = saesteer.wrap(model, sae, hook=a.hook, layer=a.layer, tokenizer=tok, force_hook=True)
+        model, a.hook, a.layer, sae = sae, None, None, None
     report = saesteer.check(model, sae, hook=a.hook, layer=a.layer, tokenizer=tok, feature=a.feature,
                             value=a.value, max_new_tokens=a.max_new_tokens, progress=not a.no_progress)
     print(report.table())
@@ -164,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=int, default=40)
     g.add_argument("--bf16", action="store_true", help="run the model in bfloat16 (faster on CPU)")
     g.add_argument("--raw", action="store_true", help="no chat template")
+    g.add_argument("--force-hook", action="store_true", help="attach the SAE at --hook/--layer even when it "
+                   "was trained at another hook")
     g.set_defaults(fn=cmd_generate)
 
     f = sub.add_parser("features", help="find features by label, show one, or see which fire on a text")
@@ -173,13 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--sae", default=None)
     f.add_argument("--model", default="smollm2")
     f.add_argument("--top", type=int, default=10)
+    f.add_argument("--force-hook", action="store_true")
     f.set_defaults(fn=cmd_features)
 
     t = sub.add_parser("train", help="train an SAE (see `saesteer train --help`)", add_help=False)
     t.set_defaults(fn=None)
 
     i = sub.add_parser("inspect", help="print an SAE's configuration")
-    i.add_argument("path")
+    i.add_argument("path", nargs="?", default=None, help="default: the bundled SAE")
     i.add_argument("--hookpoint", default=None)
     i.set_defaults(fn=cmd_inspect)
 
@@ -197,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--value", type=float, default=None, help="its clamp value (default: 4x its activation)")
     c.add_argument("--max-new-tokens", type=int, default=8)
     c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--force-hook", action="store_true")
     c.set_defaults(fn=cmd_check)
 
     from saesteer.demos.options import add_demo_arguments  # argparse only: Gradio loads in cmd_demo

@@ -226,7 +226,7 @@ def _foreign_hooks(sm: Any) -> tuple[Callable[[], CheckResult], list]:
 
 
 def _compiled_copy(sm: Any) -> CheckResult:
-    from saesteer.wrap import wrap
+    from saesteer.steered import wrap
 
     sae = next(iter(sm.attachments.values())).sae
     compiled = torch.compile(sm.model, backend="eager")  # a wrapper: the model itself is not changed
@@ -252,7 +252,7 @@ def check(model: nn.Module | Any, sae: Any = None, *, hook: str | None = None, l
     """
     from tqdm.auto import tqdm
 
-    from saesteer.wrap import SteeredModel, wrap
+    from saesteer.steered import SteeredModel, wrap
 
     sm = model if isinstance(model, SteeredModel) and sae is None else wrap(model, sae, hook=hook, layer=layer,
                                                                            tokenizer=tokenizer)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import saesteer
+from saesteer.errors import HookError
 from saesteer import EditError, EditSet, Erase, Positions
 from saesteer.featureedit import Fact, FeatureEdit, neuron_basis, neuron_view
 from saesteer.featureedit.facts import answer_logprobs, fact_batch
@@ -320,8 +321,12 @@ def test_errors_before_anything_runs():
         FeatureEdit.find(saesteer.wrap(tiny_lm("llama"), tokenizer=CharTokenizer()), TARGET, CONTRAST)
     misplaced = random_sae()
     misplaced.cfg.hook_name = "blocks.0.hook_resid_post"
+    with pytest.raises(HookError, match="trained at blocks.0.hook_resid_post"):  # wrap refuses it first
+        saesteer.wrap(tiny_lm("llama"), misplaced, hook=HOOK, tokenizer=CharTokenizer())
+    with pytest.warns(UserWarning, match="force_hook=True"):
+        forced = saesteer.wrap(tiny_lm("llama"), misplaced, hook=HOOK, tokenizer=CharTokenizer(), force_hook=True)
     with pytest.raises(EditError, match="trained for blocks.0.hook_resid_post"):
-        FeatureEdit.find(saesteer.wrap(tiny_lm("llama"), misplaced, hook=HOOK, tokenizer=CharTokenizer()), TARGET, CONTRAST)
+        FeatureEdit.find(forced, TARGET, CONTRAST)
     with pytest.raises(EditError, match="tokenizer"):
         FeatureEdit.find(saesteer.wrap(tiny_lm("llama"), random_sae(), hook=HOOK), TARGET, CONTRAST)
     with pytest.raises(EditError, match="subject"):

@@ -229,7 +229,7 @@ def load_tiny_llava_steered(dtype: torch.dtype = torch.float32, folder: str | Pa
     """``(SteeredModel, processor)``: ``load_tiny_llava`` with the shipped vision SAE attached at the
     tower layer the LLaVA reads (its hook is inferred from ``vision_feature_layer``). Cost: as
     ``load_tiny_llava`` plus reading the 2 MB SAE."""
-    from saesteer.wrap import wrap
+    from saesteer.steered import wrap
 
     path = Path(folder) if folder is not None else tiny_llava_path()
     model, proc = load_tiny_llava(dtype=dtype, folder=path)

@@ -59,7 +59,7 @@ def neuron_view(model):  # -> SteeredModel
     """A SteeredModel over ``model``'s host model with the neuron basis at each of ``model``'s hooks
     (attachment names ``neurons@<hook>``). Nothing on the host model changes; cost: 2 x d x 2d
     floats per hook."""
-    from saesteer.wrap import SteeredModel
+    from saesteer.steered import SteeredModel
 
     view = SteeredModel(model.model, model.tokenizer)
     for name, att in model.attachments.items():

@@ -65,7 +65,7 @@ class SARM:
         (or copied) in ``sae_dtype``. Checks the SAE width against the layer and the head width
         against the SAE before anything runs. Cost: loading the SAE; the model is not touched.
         """
-        from saesteer.wrap import SteeredModel
+        from saesteer.steered import SteeredModel
 
         if isinstance(model, SteeredModel):
             model = model.model

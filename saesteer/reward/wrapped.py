@@ -148,7 +148,7 @@ def _label(labels: Any, i: int) -> str | None:
 
 
 def _check_wrapped(model: Any) -> None:
-    from saesteer.wrap import SteeredModel
+    from saesteer.steered import SteeredModel
 
     if not isinstance(model, SteeredModel):
         raise RewardError("expected a model wrapped with saesteer.wrap(model, sae=...)")

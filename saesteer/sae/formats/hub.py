@@ -44,6 +44,25 @@ def _offline() -> bool:
     return env or bool(getattr(constants, "HF_HUB_OFFLINE", False))
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's endpoint answers a TCP connection within ``timeout`` seconds: one probe, no
+    retries (huggingface_hub and transformers retry with back-off, which costs ~50 s offline before
+    their error). False under ``HF_HUB_OFFLINE=1``. Cost: one DNS look-up and connect."""
+    if _offline():
+        return False
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _fail(what: str, err: BaseException | None = None) -> HubUnavailableError:
     why = f": {type(err).__name__}: {str(err)[:300].rstrip('.')}" if err is not None else ""
     return HubUnavailableError(
@@ -108,7 +127,7 @@ def _fetch(repo_id: str, folder: str, hookpoint: str | None, what: str) -> Path:
 
     from huggingface_hub import snapshot_download
 
-    dl = partial(snapshot_download, repo_id, ignore_patterns=list(_IGNORED), local_files_only=_offline())
+    dl = partial(snapshot_download, repo_id, ignore_patterns=list(_IGNORED), local_files_only=not hub_reachable())
     base = f"{folder}/" if folder else ""
     root = Path(dl(allow_patterns=[f"{base}*.json"]))  # configs only: small
     here = root / folder if folder else root

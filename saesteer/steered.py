@@ -1,4 +1,4 @@
-"""``saesteer.wrap``: put SAEs inside a model you already run, steer per call, take them out.
+"""``saesteer.wrap`` and ``SteeredModel``: put SAEs inside a model you already run, steer per call, take them out.
 
 >>> model = saesteer.wrap(hf_causal_lm, sae="path/to/sae", layer=12)
 >>> out = model.generate(**inputs, edits={1234: 8.0})          # clamp feature 1234 to 8.0
@@ -54,12 +54,17 @@ class SteeredModel:
         layer: int | None = None,
         sae_dtype: torch.dtype | None = None,
         name: str | None = None,
+        force_hook: bool = False,
         **load_kwargs: Any,
     ) -> str:
         """Attach an SAE (object, local path or hub id) at ``hook`` (or the default hook of
         ``layer``, or the hook named in the SAE's config). Returns the attachment's name: the
         canonical hook name, or ``name`` when given (then only ``name`` refers to it, not the hook's
         names, so a second SAE at the same hook can sit beside it under its own name).
+
+        An SAE that records the hook it was trained at (``sae.cfg.hook_name``) is refused at any other
+        hook of the model (HookError): its features mean nothing there and steering gives garbage.
+        ``force_hook=True`` attaches it anyway, with a warning.
 
         Checks the SAE's width against the layer and moves the SAE to the layer's device and dtype
         (``sae_dtype`` overrides the dtype; a caller's SAE object is copied, not modified).
@@ -91,6 +96,7 @@ class SteeredModel:
                 if hook is None:
                     raise HookError("say where the SAE goes: hook='blocks.12.hook_resid_post' or layer=12")
         point = adapter.resolve(model, hook)
+        _check_trained_hook(model, adapter, sae, point, force_hook)
         if point.width is not None and point.width != sae.d_in:
             raise HookError(
                 f"SAE width d_in={sae.d_in} does not match the width {point.width} of {point.name} "
@@ -301,6 +307,7 @@ def wrap(
     layer: int | None = None,
     tokenizer: Any = None,
     sae_dtype: torch.dtype | None = None,
+    force_hook: bool = False,
     **load_kwargs: Any,
 ) -> SteeredModel:
     """Wrap ``model`` and attach ``sae`` at ``hook`` (or ``layer``'s residual output).
@@ -310,7 +317,7 @@ def wrap(
     """
     steered = model if isinstance(model, SteeredModel) else SteeredModel(model, tokenizer)
     if sae is not None:
-        steered.attach(sae, hook=hook, layer=layer, sae_dtype=sae_dtype, **load_kwargs)
+        steered.attach(sae, hook=hook, layer=layer, sae_dtype=sae_dtype, force_hook=force_hook, **load_kwargs)
     return steered
 
 
@@ -380,6 +387,27 @@ def _check_rows(plans: dict[str, Plan], args: tuple, kwargs: dict, attachments: 
                 raise EditError(f"{len(p)} per-image edit sets but the call has {got[1]} images")
         elif rows is not None and rows % len(p):
             raise EditError(f"{len(p)} per-row edit sets but the batch has {rows} rows")
+
+
+def _check_trained_hook(model: nn.Module, adapter: Any, sae: SAE, point: Any, force: bool) -> None:
+    """Refuse (or, forced, warn about) an SAE placed at a hook other than the one it records."""
+    trained = sae.cfg.hook_name
+    if not trained:
+        return
+    try:
+        home = adapter.resolve(model, trained)
+    except HookError:  # recorded in another model's naming: nothing to compare with here
+        return
+    if home.module is point.module and home.io == point.io:
+        return
+    msg = (f"this SAE was trained at {trained} ({home.path}) but would read {point.name} ({point.path}): its "
+           "features mean nothing there and steering gives garbage")
+    if not force:
+        raise HookError(msg + ". Leave out hook=/layer= to use its own hook, or pass force_hook=True "
+                              "(CLI: --force-hook) if you know it fits")
+    import warnings
+
+    warnings.warn(msg + " (force_hook=True)", stacklevel=4)
 
 
 def _check_fits(e: Edit | Steer, sae: SAE, layer_dtype: torch.dtype, name: str) -> None:
