@@ -193,15 +193,20 @@ def test_dl_batchtopk_threshold_rule(tmp_path, threshold, cls):
               "b_dec": b_dec, **base}
     else:
         sd = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec, "group_sizes": torch.tensor([8, 24]), **base}
-    sae = load_sae(_dl_write(tmp_path, sd, _trainer(cls, k=5)))
+    if threshold >= 0:
+        sae = load_sae(_dl_write(tmp_path, sd, _trainer(cls, k=5)))
+    else:
+        with pytest.warns(UserWarning, match="threshold was never set"):
+            sae = load_sae(_dl_write(tmp_path, sd, _trainer(cls, k=5)))
     x = rand(6, D)
     post = torch.relu((x - b_dec) @ W_enc + b_enc)
-    if threshold >= 0:  # the library's default encode: relu(z) * (relu(z) > threshold)
-        f = post * (post > threshold)
+    # the library's default encode: relu(z) * (relu(z) > threshold); threshold -1 (unset) is plain ReLU
+    f = post * (post > threshold)
+    if threshold >= 0:
         assert sae.cfg.architecture == "jumprelu"
     else:
-        f = topk_dense(post, 5, relu=True)
-        assert sae.cfg.architecture == "topk" and sae.cfg.metadata["threshold_unset"]
+        assert sae.cfg.architecture == "relu" and sae.cfg.metadata["threshold_unset"]
+        assert (f > 0).sum(-1).max() > 5  # denser than k: what the reference does
     torch.testing.assert_close(sae.encode(x).detach(), f, **TOL)
     torch.testing.assert_close(sae(x).detach(), f @ W_dec + b_dec, **TOL)
     if cls == "MatryoshkaBatchTopKSAE":
@@ -300,6 +305,22 @@ def test_sarm_standalone_file(tmp_path, decoder):
     x = rand(2, 4, D, scale=3) + 1
     z, x_hat = sarm_by_hand(t, "", x, 6)
     assert (z < 0).any()
+    torch.testing.assert_close(sae.encode(x).detach(), z, **TOL)
+    torch.testing.assert_close(sae(x).detach(), x_hat, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", ["decoder.weight", "_decoder.weight"])
+def test_sarm_pt_state_dict(tmp_path, decoder):
+    """A SARM SAE saved as a .pt state dict (what SARM's merge step reads) went to the dictionary_learning
+    reader and was refused; it loads as SARM, read with torch.load(weights_only=True)."""
+    torch.manual_seed(12)
+    t = _sarm_tensors(decoder=decoder)
+    file = tmp_path / "Llama-3.1-8B_token_Latent32_Layer8_K6_50M.pt"
+    torch.save(t, file)
+    sae = load_sae(file)
+    assert sae.cfg.source_format == "sarm" and sae.cfg.k == 6 and sae.cfg.hook_name == "blocks.7.hook_resid_post"
+    x = rand(2, 4, D, scale=3) + 1
+    z, x_hat = sarm_by_hand(t, "", x, 6)
     torch.testing.assert_close(sae.encode(x).detach(), z, **TOL)
     torch.testing.assert_close(sae(x).detach(), x_hat, atol=1e-4, rtol=1e-5)
 

@@ -181,3 +181,23 @@ def test_a_good_file_still_loads_exactly(tmp_path):
     got = saesteer.load_sae(tmp_path / "ok")
     x = torch.randn(3, 64)
     torch.testing.assert_close(got(x), sae(x))
+
+
+# ----------------------------------------------------------------------------- the SAE's own hook
+def test_an_sae_at_another_hook_than_its_own_is_refused_unless_forced():
+    """The bundled SAE at --layer 3 produced "abababab..." silently; now refused, or forced with a warning."""
+    sae = random_sae()
+    sae.cfg.hook_name = "blocks.1.hook_resid_post"
+    lm = tiny_lm("llama")
+    with pytest.raises(saesteer.HookError, match="trained at blocks.1.hook_resid_post.*force_hook"):
+        saesteer.wrap(lm, sae, layer=2)
+    with pytest.raises(saesteer.HookError, match="trained at"):
+        saesteer.wrap(lm, sae, hook="blocks.1.hook_mlp_out")
+    assert saesteer.wrap(lm, sae).attachment_name() == "blocks.1.hook_resid_post"          # its own hook
+    assert saesteer.wrap(lm, sae, hook="model.layers.1").attachment_name() == "blocks.1.hook_resid_post"  # same point
+    assert saesteer.wrap(lm, sae, layer=1).attachment_name() == "blocks.1.hook_resid_post"
+    with pytest.warns(UserWarning, match="force_hook=True"):
+        assert saesteer.wrap(lm, sae, layer=2, force_hook=True).attachment_name() == "blocks.2.hook_resid_post"
+    unknown = random_sae()
+    unknown.cfg.hook_name = None  # an SAE that records no hook goes where it is told
+    assert saesteer.wrap(lm, unknown, layer=2).attachment_name() == "blocks.2.hook_resid_post"

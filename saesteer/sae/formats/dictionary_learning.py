@@ -10,8 +10,9 @@ Facts checked against saprmarks/dictionary_learning (``dictionary_learning/dicti
   only with ``use_threshold=True`` (default False), so it is a TopK SAE.
 - ``BatchTopKSAE`` / ``MatryoshkaBatchTopKSAE``: ``encode`` defaults to ``use_threshold=True``:
   ``relu(z) * (relu(z) > threshold)`` with a scalar threshold, i.e. JumpReLU with the threshold
-  broadcast (equal for threshold >= 0). With the threshold unset (-1) that default would be plain
-  ReLU; we use per-token top-k with ``k`` instead (the training-time activation) and say so in
+  broadcast (equal for threshold >= 0). With the threshold unset (-1) that default is plain ReLU
+  (every positive pre-activation kept, not k per token): saesteer follows the reference and reads it
+  as a ReLU SAE, warns that the file's threshold was never set, and records
   ``metadata["threshold_unset"]``. Matryoshka keeps ``W_enc [d,F]``, ``b_enc``, ``W_dec [F,d]``,
   ``b_dec``, ``k``, ``threshold``, ``group_sizes``.
 - ``JumpReluAutoEncoder``: ``relu(z * (z > threshold))`` with ``z = x @ W_enc + b_enc``;
@@ -94,10 +95,13 @@ def _threshold_or_topk(sd: dict[str, torch.Tensor], F: int, k: int | None, meta:
     th = sd.get("threshold")
     if th is not None and float(th.reshape(-1)[0]) >= 0:
         return "jumprelu", {"threshold": th.reshape(()).to(torch.float32).expand(F).clone()}
+    import warnings
+
     meta["threshold_unset"] = True
-    if k is None:
-        raise SAEFormatError("BatchTopK SAE with no threshold set and no k")
-    return "topk", {}
+    warnings.warn("this BatchTopK SAE's threshold was never set (-1): dictionary_learning's own encode then keeps "
+                  "every positive pre-activation (plain ReLU, not k per token), and saesteer does the same. Its "
+                  "features are denser than the SAE was trained for.", stacklevel=5)
+    return "relu", {}
 
 
 def _split_linear(sd: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,6 +176,10 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - 
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise SAEFormatError(f"{file} is not a state dict of tensors")
+    from saesteer.sae.formats import sarm
+
+    if sarm.find_prefix(list(sd)):  # a SARM SAE saved as a .pt state dict (what SARM's merge step reads)
+        return sarm.from_state_dict(sd, file)
     cfg_file = file.parent / CONFIG_FILE
     trainer: dict[str, Any] = {}
     if cfg_file.is_file():

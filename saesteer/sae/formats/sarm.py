@@ -93,7 +93,23 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - 
     file, prefix = found[0]
     dec = prefix + ("decoder.weight" if prefix + "decoder.weight" in keys_of[file] else "_decoder.weight")
     names = [prefix + "pre_bias", prefix + "latent_bias", prefix + "encoder.weight", dec]
-    t = read_safetensors(file, names)
+    return _build(path, file, prefix, read_safetensors(file, names), keys_of[file], _file_meta_int(file, "k"))
+
+
+def from_state_dict(sd: dict[str, Any], path: Path) -> SAE:
+    """The SARM SAE in a ``.pt`` state dict (what SARM's own merge step reads), already loaded with
+    ``torch.load(weights_only=True)``; ``k`` and the layer come from ``config.json`` beside it or
+    from the file name, as for safetensors."""
+    found = find_prefix(list(sd))
+    if len(found) != 1:
+        raise SAEFormatError(f"{path}: expected one SARM SAE (pre_bias, latent_bias, encoder.weight, "
+                             f"decoder.weight), found {len(found)}")
+    return _build(path, path, found[0], sd, list(sd), None)
+
+
+def _build(path: Path, file: Path, prefix: str, t: dict[str, Any], keys: list[str], k_meta: int | None) -> SAE:
+    folder = path.parent if path.is_file() else path
+    dec = prefix + ("decoder.weight" if prefix + "decoder.weight" in keys else "_decoder.weight")
     enc, W = t[prefix + "encoder.weight"], t[dec]
     F, d = enc.shape
     sarm_param: dict[str, Any] = {}
@@ -101,7 +117,7 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - 
     if cfg_file.is_file():
         sarm_param = dict(read_json(cfg_file).get("sarm_param") or {})
     name = path.as_posix()
-    k = sarm_param.get("sae_k") or _file_meta_int(file, "k") or _int_from_name(r"_K(\d+)(?:[_./-]|$)", name)
+    k = sarm_param.get("sae_k") or k_meta or _int_from_name(r"_K(\d+)(?:[_./-]|$)", name)
     if k is None:
         raise SAEFormatError(
             f"{path}: cannot find SARM's k (no config.json sarm_param.sae_k, no 'k' in the safetensors "
@@ -112,7 +128,7 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - 
     meta: dict[str, Any] = {"key_prefix": prefix, "sarm_param": sarm_param}
     if layer is not None:
         meta["sae_source_layer"] = int(layer)
-    score = [key for key in keys_of[file] if key == "score.weight" or key.endswith(".score.weight")]
+    score = [key for key in keys if key == "score.weight" or key.endswith(".score.weight")]
     if score:
         meta["score_key"], meta["score_file"] = score[0], file.name
     cfg = SAEConfig(
