@@ -306,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train an SAE (see `saesteer train --help`)", add_help=False)
     t.set_defaults(fn=None)
+    lb = sub.add_parser("label", help="label every feature of an SAE from text (see `saesteer label --help`)",
+                        add_help=False)
+    lb.set_defaults(fn=None)
 
     i = sub.add_parser("inspect", help="print an SAE's configuration")
     i.add_argument("path", nargs="?", default=None, help="default: the bundled SAE")
@@ -344,6 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from saesteer.train.cli import train_main
 
         return int(train_main(argv[1:]) or 0)
+    if argv[:1] == ["label"]:
+        from saesteer.labeling import label_main
+
+        return int(label_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)

@@ -133,3 +133,81 @@ def short_label(r: dict[str, Any]) -> str:
     if r.get("logit_tokens"):
         parts.append("-> " + ", ".join((t.strip() or repr(t)) for t in r["logit_tokens"][:3]))
     return " | ".join(parts)
+
+
+# ------------------------------------------------------------------------------ `saesteer label`
+def text_documents(paths: Sequence[str], *, min_chars: int = 200, max_docs: int | None = None) -> list[tuple[str, str]]:
+    """``(text, source)`` documents from plain text files: each file is a source (its name without
+    suffix), cut into paragraphs (blank-line separated) joined up to at least ``min_chars`` characters."""
+    from pathlib import Path
+
+    docs: list[tuple[str, str]] = []
+    for path in paths:
+        p = Path(path)
+        text = p.read_text(encoding="utf-8", errors="replace")
+        buf = ""
+        for para in text.split("\n\n"):
+            buf = f"{buf}\n\n{para}" if buf else para
+            if len(buf) >= min_chars:
+                docs.append((buf.strip(), p.stem))
+                buf = ""
+        if buf.strip():
+            docs.append((buf.strip(), p.stem))
+    return docs[:max_docs] if max_docs else docs
+
+
+def label_main(argv: Sequence[str] | None = None) -> int:
+    """``saesteer label --sae S [--model M] [--hook H] (--text-file F ... | --corpus DIR) [--out DIR]``:
+    label every feature of an SAE from text, and store the labels beside it (``feature_labels.json.gz``,
+    what ``saesteer features --search`` and the demo read). Cost: one forward up to the hook and one
+    encode per batch of documents."""
+    import argparse
+    import sys
+    from pathlib import Path
+
+    from saesteer.errors import SaesteerError
+
+    p = argparse.ArgumentParser(prog="saesteer label", description=label_main.__doc__.split("\n\n")[0])
+    p.add_argument("--sae", required=True, help="the SAE folder (labels are written into it unless --out)")
+    p.add_argument("--model", default="smollm2", help="'smollm2' (offline default), a folder or a hub id")
+    p.add_argument("--hook", default=None, help="default: the hook the SAE records")
+    p.add_argument("--text-file", action="append", default=[], metavar="F",
+                   help="a plain text file (repeatable): each file is one source")
+    p.add_argument("--corpus", default=None, help="a corpus folder of jsonl {text, source} (scripts/build_corpus.py)")
+    p.add_argument("--split", default="heldout", choices=["train", "heldout"])
+    p.add_argument("--docs", type=int, default=2000, help="at most this many documents")
+    p.add_argument("--context", type=int, default=128, help="tokens per document")
+    p.add_argument("--out", default=None, help="write the labels here instead of the SAE folder")
+    p.add_argument("--force-hook", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(list(argv) if argv is not None else None)
+    try:
+        if not a.text_file and not a.corpus:
+            raise SaesteerError("give the text to label from: --text-file F (repeatable) or --corpus DIR")
+        import saesteer
+        from saesteer.cli import load_model
+
+        sae = saesteer.load_sae(a.sae)
+        if a.corpus:
+            from saesteer.data.corpus import iter_records
+
+            docs = [(r["text"], r["source"]) for r in iter_records(a.corpus, a.split)][: a.docs]
+        else:
+            docs = text_documents(a.text_file, max_docs=a.docs)
+        if not docs:
+            raise SaesteerError("the text holds no document")
+        model, tok = load_model(a.model)
+        sm = saesteer.wrap(model, sae, hook=a.hook, tokenizer=tok, force_hook=a.force_hook)
+        hook, placed = sm.attachment_name(), sm.sae
+        labels = label_features(model, tok, placed, hook, docs, context=a.context, progress=not a.no_progress)
+        labels.meta.update(model=a.model, sources=sorted({s for _, s in docs}))
+        if a.out:
+            Path(a.out).mkdir(parents=True, exist_ok=True)
+        out = labels.save(a.out or a.sae)
+    except (SaesteerError, OSError) as e:
+        print(f"saesteer: error: {e}", file=sys.stderr)
+        return 2
+    dead = sum(1 for f in range(sae.d_sae) if labels.info(f)["max_activation"] <= 0)
+    print(f"labelled {sae.d_sae} features of {Path(a.sae)} at {hook} from {len(docs)} documents "
+          f"({labels.meta['tokens']:,} tokens; {dead} never fired): {out}")
+    return 0

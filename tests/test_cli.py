@@ -44,3 +44,26 @@ def test_generate_side_by_side(sae_dir, capsys):
     steered = out.split("--- steered ---")[1].strip()
     assert plain and steered and plain != steered
     assert "sea" in plain.lower()
+
+
+def test_label_needs_text(sae_dir, capsys):
+    assert main(["label", "--sae", sae_dir]) == 2
+    assert "--text-file" in capsys.readouterr().err
+
+
+@pytest.mark.real
+def test_label_your_own_sae_then_search_it(sae_dir, tmp_path, capsys):
+    """`saesteer label` was missing: an SAE trained with `saesteer train` had no way to get labels from
+    the command line, and `features --search` said it had none."""
+    assert main(["features", "--sae", sae_dir, "--search", "x"]) == 2
+    assert "saesteer label" in capsys.readouterr().err
+    text = tmp_path / "seashanties.txt"
+    text.write_text("\n\n".join(f"Verse {i}: the sailors sang of the sea, the salt and the wind, "
+                                f"and the ship rolled on the waves all night long." * 3 for i in range(12)))
+    assert main(["label", "--sae", sae_dir, "--text-file", str(text), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "labelled 64 features" in out and "blocks.10.hook_resid_post" in out
+    assert (saesteer.load_sae(sae_dir).labels is not None)
+    assert main(["features", "--sae", sae_dir, "--search", "seashanties"]) == 0
+    hits = capsys.readouterr().out.strip().splitlines()
+    assert hits and "seashanties" in hits[0]

@@ -323,7 +323,20 @@ def test_output_loads_with_load_sae_and_has_a_card(tmp_path, lm):
                 "wall_time_s", "tokens_per_s", "config", "command"):
         assert key in card and card[key] is not None, key
     assert card["tokens_seen"] == 256 * 8 and card["hook_name"] == HOOK
-    assert (tmp_path / "out" / "README.md").read_text().startswith("# SAE for")
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert readme.startswith("# SAE for")
+    # the held-out dead fraction says over how many tokens it was counted, and what that resolves
+    assert card["dead_fraction_resolution"] == pytest.approx(1 / card["eval_tokens"])
+    assert f"fired on none of {card['eval_tokens']:,} tokens" in readme
+
+
+def test_progress_says_the_shuffle_buffer_fills_before_the_first_step(tmp_path, lm, capsys):
+    """`saesteer train` showed 0.00/999k for minutes while the shuffle buffer filled."""
+    src = ActivationSource(lm, HOOK, _docs(30), context_length=32, model_batch=8, buffer_tokens=1024)
+    cfg = TrainConfig(architecture="topk", d_sae=64, k=4, batch_tokens=256, total_tokens=256 * 2, checkpoint_every=0)
+    train_sae(src, cfg, tmp_path / "out", progress=True)
+    err = capsys.readouterr().err
+    assert "reading activations into the 1,024-token shuffle buffer before the first step" in err
 
 
 # ------------------------------------------------------------------------------ metrics

@@ -58,6 +58,9 @@ def training_card(
         "ce_spliced": ev.get("ce_spliced"),
         "ce_zero_ablated": ev.get("ce_zero_ablated"),
         "eval_tokens": ev.get("eval_tokens"),
+        # a feature of density p fires on none of N held-out tokens with probability (1-p)^N: the held-out
+        # dead fraction cannot tell dead features from ones rarer than about 1/N
+        "dead_fraction_resolution": (1.0 / ev["eval_tokens"]) if ev.get("eval_tokens") else None,
         "train_l0": _mean(window, "l0"),
         "train_fvu": _mean(window, "fvu"),
         "train_auxk": _mean(window, "auxk"),
@@ -112,6 +115,9 @@ def write_card(folder: str | os.PathLike, card: dict[str, Any]) -> Path:
             ("train_dead_fraction_window", "dead fraction (training window)"),
             ("wall_time_s", "wall time (s)"), ("tokens_per_s", "tokens/s (this run)"))
     for key, label in rows:
+        if key == "dead_fraction" and card.get("eval_tokens"):
+            label = (f"dead fraction (held-out: fired on none of {card['eval_tokens']:,} tokens, so features rarer "
+                     f"than 1 in {card['eval_tokens']:,} count as dead; compare the training window below)")
         lines.append(f"| {label} | {_fmt(card.get(key))} |")
     lines += ["", "Load it with `saesteer.load_sae(folder)` or `sae_lens.SAE.load_from_disk(folder)`.", ""]
     if card.get("command"):

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--buffer-tokens", type=int, default=1 << 17, help="in-memory shuffle buffer (rows)")
     p.add_argument("--cache", default=None, help="on-disk activation cache folder (built once, reused)")
     p.add_argument("--cache-dtype", choices=("float32", "bfloat16", "float16"), default="float32")
-    p.add_argument("--eval-seqs", type=int, default=16, help="held-out sequences for the card's metrics")
+    p.add_argument("--eval-seqs", type=int, default=64, help="held-out sequences for the card's metrics (64 x "
+                   "--context tokens: a held-out dead fraction over N tokens counts features rarer than 1/N as dead)")
     p.add_argument("--keep-first", action="store_true", help="keep position 0 (BOS/attention sink)")
     p.add_argument("--auxk-alpha", type=float, default=1 / 32)
     p.add_argument("--dead-tokens", type=int, default=None)

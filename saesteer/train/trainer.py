@@ -92,8 +92,14 @@ def train_sae(
     steps = cfg.steps
     start_tokens = trainer.tokens_seen if trainer else 0
     window: deque[dict[str, float]] = deque(maxlen=max(1, min(100, steps // 10)))
+    desc = f"train {cfg.architecture}"
+    buffer = int(getattr(source, "buffer_tokens", 0) or 0)
+    # before the first step the source reads activations and fills its shuffle buffer (minutes on a CPU):
+    # say so, instead of a bar standing still at 0
+    waiting = (f"{desc}: reading activations into the {buffer:,}-token shuffle buffer before the first step"
+               if buffer else f"{desc}: reading the first batch of activations")
     bar = tqdm(total=steps * cfg.batch_tokens, initial=start_tokens, unit="tok", unit_scale=True,
-               disable=not progress, desc=f"train {cfg.architecture}", dynamic_ncols=True)
+               disable=not progress, desc=waiting, dynamic_ncols=True)
     t0 = time.perf_counter()
     done_here = 0
     pos = {"epoch": epoch, "batch_in_epoch": skip}
@@ -119,6 +125,8 @@ def train_sae(
                     raise ValueError(f"activations are {x.shape[1]} wide; this SAE (or its checkpoint) "
                                      f"reads {trainer.d_in}")
                 stats = trainer.step(x)
+                if done_here == 0:
+                    bar.set_description(desc, refresh=False)
                 done_here += 1
                 window.append(stats)
                 pos = {"epoch": epoch, "batch_in_epoch": b + 1}
