@@ -119,3 +119,17 @@ def test_cli_echo_names_hook_and_positions_and_explains_a_silent_feature(capsys)
     steered = out.split("--- steered ---")[1].split("\nnote")[0].strip()
     assert plain == steered
     assert "note: the steered text equals the unsteered one: feature 173 never fired" in out
+
+
+@pytest.mark.real
+def test_features_of_a_text_leave_the_attention_sink_out_of_the_ranking(capsys):
+    """Position 0 (the attention sink, activations in the thousands) dominated `features --text`."""
+    assert main(["features", "--text", "The sea is calm tonight."]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(attention sink: not ranked)") == 1
+    ranking = out.split("top features of the text (position 0 left out):")[1].strip().splitlines()
+    sink_line = next(line for line in out.splitlines() if "attention sink" in line)
+    sink_max = max(float(t.split("=")[1]) for t in sink_line.split("'")[-1].split("(")[0].split(", "))
+    values = [float(line.split()[1]) for line in ranking]
+    assert values == sorted(values, reverse=True)
+    assert sink_max > 10 * values[0]  # the sink's activations would have topped the ranking
