@@ -23,7 +23,7 @@ from saesteer.edits import Edit, EditSet, EditsLike, Steer, coerce
 from saesteer.errors import EditError, HookError, SaesteerError
 from saesteer.features import FeatureActivations, decode_tokens
 from saesteer.positions import PositionsLike
-from saesteer.runtime import call_inputs, compiled
+from saesteer.runtime import call_inputs, checks, compiled, placement
 from saesteer.runtime.context import CallState, Plan, current, enter, leave
 from saesteer.runtime.hooks import Attachment, HookSet
 from saesteer.sae.module import SAE
@@ -96,7 +96,7 @@ class SteeredModel:
                 if hook is None:
                     raise HookError("say where the SAE goes: hook='blocks.12.hook_resid_post' or layer=12")
         point = adapter.resolve(model, hook)
-        _check_trained_hook(model, adapter, sae, point, force_hook)
+        checks.check_trained_hook(model, adapter, sae, point, force_hook)
         if point.width is not None and point.width != sae.d_in:
             raise HookError(
                 f"SAE width d_in={sae.d_in} does not match the width {point.width} of {point.name} "
@@ -106,7 +106,7 @@ class SteeredModel:
         key = name or point.name
         if key in self.attachments:
             raise HookError(f"an SAE is already attached at {key}; detach it first")
-        device, dtype = _placement(point.module, model)
+        device, dtype = placement.placement(point.module, model)
         dtype = sae_dtype or dtype
         if sae.device != device or sae.dtype != dtype:
             sae = (sae if owned else copy.deepcopy(sae)).to(device=device, dtype=dtype)
@@ -181,7 +181,7 @@ class SteeredModel:
                 sae.check_feature(e.feature)
             elif e.direction.shape[-1] != sae.d_in:
                 raise EditError(f"steering vector has {e.direction.shape[-1]} entries; {name} has d_in={sae.d_in}")
-            _check_fits(e, sae, next((p.dtype for p in att.point.module.parameters() if p.is_floating_point()),
+            checks.check_fits(e, sae, next((p.dtype for p in att.point.module.parameters() if p.is_floating_point()),
                                      sae.dtype), name)
             routed.append(e if e.hook == name else dataclasses.replace(e, hook=name))
         es = dataclasses.replace(es, edits=tuple(routed))
@@ -191,7 +191,7 @@ class SteeredModel:
             out = {n: es.for_hook(n, False) for n in self.attachments}
         for n, part in out.items():
             if part:
-                _check_positions(self.attachments[n].point, part)
+                checks.check_positions(self.attachments[n].point, part)
         return out
 
     def plan(self, edits: EditsLike, *, positions: PositionsLike = None, mode: str = "error",
@@ -239,7 +239,7 @@ class SteeredModel:
                  mode: str = "error", zero_others: bool = False, **kwargs: Any) -> Any:
         """Forward the model with ``edits`` applied (see :mod:`saesteer.edits`)."""
         plans = self.plan(edits, positions=positions, mode=mode, zero_others=zero_others)
-        _check_rows(plans, args, kwargs, self.attachments)
+        checks.check_rows(plans, args, kwargs, self.attachments)
         with self._steering(plans) as state:
             state.user_call = (args, kwargs)
             return self.model(*args, **kwargs)
@@ -256,7 +256,7 @@ class SteeredModel:
         (CompiledModelError), since its graph would never run saesteer's hooks.
         """
         plans = self.plan(edits, positions=positions, mode=mode, zero_others=zero_others)
-        _check_rows(plans, args, kwargs, self.attachments)
+        checks.check_rows(plans, args, kwargs, self.attachments)
         with self._steering(plans) as state:
             state.fixed_prompt_len = call_inputs.prompt_lengths(args, kwargs)
             state.user_call = (args, kwargs)
@@ -321,41 +321,6 @@ def wrap(
     return steered
 
 
-def _placement(module: nn.Module, model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Where the hooked layer computes: accelerate's execution device when it dispatches or
-    offloads, else the first real parameter's device; its floating dtype (float32 when it has none).
-
-    accelerate puts its hook on the module a ``device_map`` entry names (the layer itself or a
-    parent such as ``model.layers``), or, for ``cpu_offload``/``disk_offload``, only on the modules
-    that hold tensors (the layer's children; the top module's hook then has no device). So: the
-    layer and its parents nearest first, then its children, then parameters. Cost: one module walk.
-    """
-    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
-    if dtype is None:
-        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    path = next((n for n, m in model.named_modules() if m is module), None)
-    parts = path.split(".") if path else []
-    chain = ([model.get_submodule(".".join(parts[:i])) for i in range(len(parts), -1, -1)]
-             if path is not None else [module, model])
-    for m in (*chain, *module.modules()):
-        dev = _execution_device(getattr(m, "_hf_hook", None))
-        if dev is not None:
-            return dev, dtype
-    for p in list(module.parameters()) + list(model.parameters()):
-        if p.device.type != "meta":
-            return p.device, dtype
-    return torch.device("cpu"), dtype
-
-
-def _execution_device(hf_hook: Any) -> torch.device | None:
-    """The ``execution_device`` of an accelerate hook (or of the first in a SequentialHook)."""
-    for h in (hf_hook, *getattr(hf_hook, "hooks", ())):
-        dev = getattr(h, "execution_device", None)
-        if dev is not None:
-            return torch.device(dev if not isinstance(dev, int) else f"cuda:{dev}")
-    return None
-
-
 def _merge(outer: dict[str, Plan], inner: dict[str, Plan]) -> dict[str, Plan]:
     out = dict(outer)
     for n, p in inner.items():
@@ -372,78 +337,3 @@ def _merge(outer: dict[str, Plan], inner: dict[str, Plan]) -> dict[str, Plan]:
                 raise EditError(f"nested per-row edits disagree on the row count ({len(a)} vs {len(b)})")
             out[n] = [(a[i] if a else q) + (b[i] if b else p) for i in range(rows)]  # type: ignore[operator,index]
     return out
-
-
-def _check_rows(plans: dict[str, Plan], args: tuple, kwargs: dict, attachments: dict[str, Attachment]) -> None:
-    """Per-row edit lists must divide the batch: text rows, or images on hooks that read image tokens."""
-    rows = call_inputs.read(args, kwargs).rows
-    for n, p in plans.items():
-        if not isinstance(p, list):
-            continue
-        image = attachments[n].point.image if n in attachments else None
-        if image is not None:
-            got = image.rows(args, kwargs) if image.rows is not None else None
-            if got is not None and got[1] % len(p):
-                raise EditError(f"{len(p)} per-image edit sets but the call has {got[1]} images")
-        elif rows is not None and rows % len(p):
-            raise EditError(f"{len(p)} per-row edit sets but the batch has {rows} rows")
-
-
-def _check_trained_hook(model: nn.Module, adapter: Any, sae: SAE, point: Any, force: bool) -> None:
-    """Refuse (or, forced, warn about) an SAE placed at a hook other than the one it records."""
-    trained = sae.cfg.hook_name
-    if not trained:
-        return
-    try:
-        home = adapter.resolve(model, trained)
-    except HookError:  # recorded in another model's naming: nothing to compare with here
-        return
-    if home.module is point.module and home.io == point.io:
-        return
-    msg = (f"this SAE was trained at {trained} ({home.path}) but would read {point.name} ({point.path}): its "
-           "features mean nothing there and steering gives garbage")
-    if not force:
-        raise HookError(msg + ". Leave out hook=/layer= to use its own hook, or pass force_hook=True "
-                              "(CLI: --force-hook) if you know it fits")
-    import warnings
-
-    warnings.warn(msg + " (force_hook=True)", stacklevel=4)
-
-
-def _check_fits(e: Edit | Steer, sae: SAE, layer_dtype: torch.dtype, name: str) -> None:
-    """Refuse an edit whose value cannot be represented where it is computed: a clamp of 1e5 on a
-    float16 model overflows to inf (and NaN logits) inside the hook. The bound is the largest finite
-    number of the SAE's and the layer's dtypes: ``|value|`` and ``|value| * max |decoder row|`` (what
-    the edit adds per unit of feature) must both stay below half of it. Steer(norm_scaled=True) is
-    bounded assuming activation norms below 1e4. Cost: one max over a decoder row."""
-    dtypes = [d for d in (sae.dtype, layer_dtype) if d.is_floating_point]
-    limit = min(torch.finfo(d).max for d in dtypes) / 2 if dtypes else float("inf")
-    if isinstance(e, Steer):
-        value, what = e.alpha, "steer alpha"
-        row = sae.W_dec[e.feature] if e.feature is not None else e.direction
-        if e.norm_scaled:
-            row = row / row.norm().clamp_min(1e-30) * 1e4
-    else:
-        value = {"Clamp": "value", "Scale": "factor", "Add": "amount"}.get(type(e).__name__)
-        if value is None:  # Erase: writes 0
-            return
-        what = f"{type(e).__name__.lower()} {value}"
-        value = getattr(e, value)
-        row = sae.W_dec[e.feature]
-    step = abs(value) * float(row.detach().abs().max().float())
-    if abs(value) >= limit or step >= limit:
-        kind = min(dtypes, key=lambda d: torch.finfo(d).max) if dtypes else None
-        raise EditError(f"{what} {value:g} overflows {str(kind).replace('torch.', '')} at {name} "
-                        f"(the edit would write {max(abs(value), step):.3g}; the dtype's largest finite value is "
-                        f"{2 * limit:.3g}); use a smaller value")
-
-
-def _check_positions(point: adapters.HookPoint, es: EditSet) -> None:
-    """Every position spec of ``es`` must fit the tokens the hook reads (text or image)."""
-    image = point.image
-    for spec in {es.positions, *(e.positions for e in es.edits if e.positions is not None)}:
-        if image is None:
-            spec.check(point.tokens)
-        else:
-            spec.check("image", image.cls_tokens, image.patches)
-

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 
 import saesteer
 from saesteer.runtime.taps import saesteer_hooks
-from saesteer.steered import _placement
+from saesteer.runtime.placement import placement as _placement
 from tiny import batch, random_sae, tiny_lm
 
 EDITS = [saesteer.Clamp(3, 5.0), saesteer.Scale(7, 0.25), saesteer.Add(11, 2.0)]

@@ -79,7 +79,6 @@ def _int_from_name(pattern: str, s: str) -> int | None:
 def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - one SAE per checkpoint
     """Read the SARM SAE from a safetensors file, or a folder (a reward-model checkpoint, sharded
     or not): only the four SAE tensors are read. The key prefix is found from the keys."""
-    folder = path.parent if path.is_file() else path
     files = [path] if path.is_file() else _candidate_files(path)
     found: list[tuple[Path, str]] = []
     keys_of: dict[Path, list[str]] = {}
