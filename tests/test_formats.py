@@ -517,13 +517,48 @@ def test_hub_owner_repo_folder_form_and_saelens_release(fake_hub):
     np.savez(folder / "params.npz", **{k: v.numpy() for k, v in t.items()})
     sae = load_sae("google/gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82")
     assert sae.cfg.hook_name == "blocks.12.hook_resid_post"
-    pytest.importorskip("sae_lens")
-    sae2 = load_sae("gemma-scope-2b-pt-res-canonical", subfolder="layer_12/width_16k/canonical")
-    assert sae2.cfg.metadata["release"] == "gemma-scope-2b-pt-res-canonical"
-    assert sae2.cfg.model_name == "gemma-2-2b"
-    assert torch.equal(sae2.W_enc, sae.W_enc)
-    with pytest.raises(SAEFormatError, match="subfolder"):
+    for form in (lambda: load_sae("gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical"),
+                 lambda: load_sae("gemma-scope-2b-pt-res-canonical", subfolder="layer_12/width_16k/canonical"),
+                 lambda: load_sae("gemma-scope-2b-pt-res-canonical/layer_12/width_16k/canonical")):
+        sae2 = form()
+        assert sae2.cfg.metadata["release"] == "gemma-scope-2b-pt-res-canonical"
+        assert sae2.cfg.metadata["neuronpedia_id"] == "gemma-2-2b/12-gemmascope-res-16k"
+        assert sae2.cfg.model_name == "gemma-2-2b" and sae2.cfg.hook_name == "blocks.12.hook_resid_post"
+        assert torch.equal(sae2.W_enc, sae.W_enc)
+    with pytest.raises(SAEFormatError, match="needs an SAE id.*layer_0/width_16k/canonical"):
         load_sae("gemma-scope-2b-pt-res-canonical")
+
+
+def test_release_names_without_sae_lens_use_the_shipped_table(fake_hub, monkeypatch):
+    """With sae-lens not installed the shipped table (scripts/build_release_table.py) resolves the same."""
+    from saesteer.sae.formats import releases
+
+    with_sl = releases.lookup("gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical")
+    monkeypatch.setattr(releases, "sae_lens_yaml", lambda: None)
+    releases.table.cache_clear()
+    try:
+        assert releases.table()[1].endswith("(shipped table)")
+        assert releases.lookup("gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical") == with_sl
+        assert len(releases.table()[0]) >= 100
+    finally:
+        releases.table.cache_clear()
+
+
+def test_release_name_offline_fails_fast_naming_repo_and_path(monkeypatch, tmp_path):
+    from saesteer.sae.formats import hub
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    load_sae.__globals__  # noqa: B018 - loaded already
+    from saesteer.sae.formats import releases
+
+    releases.table()  # the table is read once per process; the timing below is the lookup and the hub probe
+    t0 = time.perf_counter()
+    with pytest.raises(HubUnavailableError) as e:
+        load_sae("gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical")
+    assert time.perf_counter() - t0 < 1.0
+    msg = str(e.value)
+    assert "google/gemma-scope-2b-pt-res" in msg and "layer_12/width_16k/average_l0_82" in msg and "local path" in msg
 
 
 def test_save_keeps_half_precision(tmp_path):

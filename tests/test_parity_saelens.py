@@ -132,11 +132,24 @@ def test_saesteer_folder_loads_in_saelens(tmp_path, arch, kw, normalize):
     torch.testing.assert_close(xh, xh_sl, **TOL)
 
 
-def test_saelens_pretrained_directory_is_readable():
-    """hub.py reads sae-lens' release list through its python API."""
-    from saesteer.sae.formats.hub import _release
+def test_release_table_equals_saelens_own_directory():
+    """saesteer's release table (read from sae-lens's yaml without importing sae-lens) says what
+    sae-lens's own python API says, for every SAE of every release: repo, folder, Neuronpedia id,
+    norm scaling factor."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
-    repo_id, folder, extra = _release("gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical")
-    assert repo_id == "google/gemma-scope-2b-pt-res" and folder.startswith("layer_12/width_16k/average_l0_")
-    assert extra["model_name"] == "gemma-2-2b"
-    assert _release("not-a-release", None) is None
+    from saesteer.sae.formats import releases
+
+    ours = releases.table()[0]
+    theirs = get_pretrained_saes_directory()
+    assert set(ours) == set(theirs)
+    n = 0
+    for name, lk in theirs.items():
+        for sae_id, path in lk.saes_map.items():
+            repo_id, folder, extra = releases.lookup(name, sae_id)
+            assert (repo_id, folder, extra["model_name"]) == (lk.repo_id, path, lk.model), (name, sae_id)
+            assert extra.get("neuronpedia_id") == lk.neuronpedia_id.get(sae_id), (name, sae_id)
+            assert extra.get("norm_scaling_factor") == lk.norm_scaling_factor.get(sae_id), (name, sae_id)
+            n += 1
+    assert n > 10000
+    assert releases.split("not-a-release", None) is None

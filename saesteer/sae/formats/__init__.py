@@ -258,6 +258,7 @@ def _looks_local(s: str) -> bool:
 
 def load_sae(
     path_or_id: str | os.PathLike,
+    sae_id: str | None = None,
     *,
     hookpoint: str | None = None,
     subfolder: str | None = None,
@@ -268,13 +269,19 @@ def load_sae(
     """Load an SAE from a local folder/file or a HuggingFace hub id, in eval mode.
 
     ``path_or_id``: a folder (or weights file) in any known format, or, when it is not an existing
-    local path, a hub id (``owner/repo``, ``owner/repo/sub/folder``, or a SAELens release name with
-    ``subfolder=`` the SAE id when sae-lens is installed). ``subfolder`` is joined to the path;
+    local path, a hub id (``owner/repo``, ``owner/repo/sub/folder``) or a SAELens release name with
+    ``sae_id`` (``load_sae("gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical")``, or
+    ``"release/sae_id"`` as one string; see :mod:`saesteer.sae.formats.releases`). ``sae_id`` is the
+    same as ``subfolder=`` for paths and hub repos. ``subfolder`` is joined to the path;
     ``hookpoint`` picks one SAE of a folder holding several (sparsify layout). ``dtype`` defaults to
     float32 whatever the file stores. Cost: reads the weights once (for sharded reward-model
     checkpoints, only the SAE tensors); a hub id may download the files first.
     """
     extra: dict[str, Any] = {}
+    if sae_id is not None:
+        if subfolder is not None:
+            raise SAEFormatError("give the SAE id once: as the second argument or as subfolder=")
+        subfolder = sae_id
     s = os.fspath(path_or_id)
     p = Path(s).expanduser()
     if not p.exists():

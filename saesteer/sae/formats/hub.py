@@ -1,10 +1,11 @@
 """Resolve a HuggingFace hub id (or a SAELens release name) to a local folder.
 
-Accepted forms: ``owner/repo`` (+ ``subfolder=``/``hookpoint=``), ``owner/repo/sub/folder``, and,
-when sae-lens is installed, a SAELens release name with ``subfolder=`` the SAE id
-(``load_sae("gemma-scope-2b-pt-res-canonical", subfolder="layer_12/width_16k/canonical")``): the
-repo id and path come from sae-lens' ``pretrained_saes.yaml`` through its python API, together with
-what the files do not say (``norm_scaling_factor``, model name, neuronpedia id).
+Accepted forms: ``owner/repo`` (+ ``subfolder=``/``hookpoint=``), ``owner/repo/sub/folder``, and a
+SAELens release name with its SAE id (``load_sae("gemma-scope-2b-pt-res-canonical",
+"layer_12/width_16k/canonical")``, or the one string ``"gemma-scope-2b-pt-res-canonical/layer_12/
+width_16k/canonical"``): the repo id and path come from :mod:`saesteer.sae.formats.releases` (the
+installed sae-lens's ``pretrained_saes.yaml``, else the table saesteer ships), together with what the
+files do not say (``norm_scaling_factor``, model name, Neuronpedia id).
 
 Only the files the SAE needs are downloaded (``snapshot_download(allow_patterns=...)``); for a
 sharded reward-model checkpoint (SARM) only the config, the index and the shard holding the SAE.
@@ -72,45 +73,15 @@ def _fail(what: str, err: BaseException | None = None) -> HubUnavailableError:
     )
 
 
-def _release(name: str, sae_id: str | None) -> tuple[str, str, dict[str, Any]] | None:
-    """(repo_id, folder, extra) for a SAELens release name, or None when it is not one."""
-    try:
-        from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
-    except Exception:  # noqa: BLE001 - sae-lens is optional
-        return None
-    lookup = get_pretrained_saes_directory().get(name)
-    if lookup is None:
-        return None
-    if sae_id is None or sae_id not in lookup.saes_map:
-        ids = list(lookup.saes_map)
-        shown = ", ".join(ids[:12]) + (f", ... ({len(ids)} ids)" if len(ids) > 12 else "")
-        raise SAEFormatError(f"SAELens release {name!r} needs subfolder= one of its SAE ids: {shown}")
-    extra: dict[str, Any] = {"release": name, "sae_id": sae_id, "model_name": lookup.model}
-    if sae_id in lookup.norm_scaling_factor:
-        extra["norm_scaling_factor"] = lookup.norm_scaling_factor[sae_id]
-    if lookup.neuronpedia_id.get(sae_id):
-        extra["neuronpedia_id"] = lookup.neuronpedia_id[sae_id]
-    overrides = lookup.config_overrides or {}
-    if isinstance(overrides, dict) and isinstance(overrides.get("hook_name"), str):
-        extra["hook_name"] = overrides["hook_name"]
-    return lookup.repo_id, lookup.saes_map[sae_id], extra
-
-
 def _split(id_: str, subfolder: str | None) -> tuple[str, str]:
     parts = [p for p in id_.strip("/").split("/") if p]
     if len(parts) < 2 or not _REPO_ID.match("/".join(parts[:2])):
         raise SAEFormatError(
-            f"{id_!r} is neither an existing local path nor a hub id (owner/repo[/folder])"
-            + ("" if _sae_lens_present() else "; SAELens release names need sae-lens installed")
+            f"{id_!r} is neither an existing local path, a hub id (owner/repo[/folder]) nor a SAELens "
+            "release name"
         )
     folder = "/".join(parts[2:] + ([subfolder.strip("/")] if subfolder else []))
     return "/".join(parts[:2]), folder
-
-
-def _sae_lens_present() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("sae_lens") is not None
 
 
 def _children_with_config(here: Path) -> list[str]:
@@ -159,10 +130,12 @@ def resolve(id_: str, *, subfolder: str | None = None, hookpoint: str | None = N
 
     Cost: a few small requests and the downloads (nothing when cached); offline, a cache lookup.
     """
+    from saesteer.sae.formats import releases
+
     extra: dict[str, Any] = {}
-    rel = _release(id_, subfolder) if "/" not in id_.strip("/") else None
+    rel = releases.split(id_, subfolder)
     if rel is not None:
-        repo_id, folder, extra = rel
+        repo_id, folder, extra = releases.lookup(*rel)
     else:
         repo_id, folder = _split(id_, subfolder)
     what = f"{repo_id!r}" + (f" (folder {folder!r})" if folder else "")
