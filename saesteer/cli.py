@@ -188,10 +188,17 @@ def cmd_features(a: argparse.Namespace) -> int:
         raise SaesteerError("this SAE has no feature labels (feature_labels.json.gz beside it); make them with "
                             "`saesteer label --sae PATH`")
     if a.show is not None:
-        info = sae.labels.info(sae.check_feature(a.show))
-        print(f"feature {a.show}: {info['label']}\n  fires on {info['density']:.3%} of tokens; "
-              f"logit effect: {', '.join(map(repr, info['logit_tokens']))}")
-        for c in info["contexts"]:
+        f = sae.check_feature(a.show)
+        if f not in sae.labels:
+            raise SaesteerError(f"feature {f} has no label or explanation in this SAE's labels")
+        info = sae.labels.info(f)
+        print(f"feature {f}: {sae.labels[f]}")
+        if info.get("explanation"):
+            print(f"  explanation from {info.get('explanation_source')}; automatic label: {info.get('label') or 'none'}")
+        if "density" in info:
+            print(f"  fires on {info['density']:.3%} of tokens; logit effect: "
+                  f"{', '.join(map(repr, info.get('logit_tokens', [])))}")
+        for c in info.get("contexts", []):
             print(f"  {c['value']:7.2f} [{c['source']}] {c['text']!r}")
         return 0
     hits = sae.labels.search(a.search, top=a.top)

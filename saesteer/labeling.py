@@ -180,10 +180,21 @@ def label_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write the labels here instead of the SAE folder")
     p.add_argument("--force-hook", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--import", dest="import_from", default=None, metavar="PATH",
+                   help="import explanations instead: a Neuronpedia export (.json/.jsonl/.jsonl.gz or a folder of "
+                        "batch files) or a delphi explanations folder; no model is run")
+    p.add_argument("--which", default=None, help="with --import: the Neuronpedia layer / delphi module to keep")
+    p.add_argument("--export-neuronpedia", default=None, metavar="OUT.jsonl.gz",
+                   help="write the SAE's labels as a Neuronpedia export file (needs --np-model-id, --np-layer)")
+    p.add_argument("--np-model-id", default=None)
+    p.add_argument("--np-layer", default=None)
     a = p.parse_args(list(argv) if argv is not None else None)
+    if a.import_from or a.export_neuronpedia:
+        return _import_export(a)
     try:
         if not a.text_file and not a.corpus:
-            raise SaesteerError("give the text to label from: --text-file F (repeatable) or --corpus DIR")
+            raise SaesteerError("give the text to label from: --text-file F (repeatable) or --corpus DIR "
+                                "(or --import explanations)")
         import saesteer
         from saesteer.cli import load_model
 
@@ -210,4 +221,41 @@ def label_main(argv: Sequence[str] | None = None) -> int:
     dead = sum(1 for f in range(sae.d_sae) if labels.info(f)["max_activation"] <= 0)
     print(f"labelled {sae.d_sae} features of {Path(a.sae)} at {hook} from {len(docs)} documents "
           f"({labels.meta['tokens']:,} tokens; {dead} never fired): {out}")
+    return 0
+
+
+def _import_export(a: Any) -> int:
+    """``saesteer label --import`` / ``--export-neuronpedia``: explanations in and out, no model run."""
+    import sys
+    from pathlib import Path
+
+    import saesteer
+    from saesteer import label_formats
+    from saesteer.errors import SaesteerError
+
+    try:
+        sae = saesteer.load_sae(a.sae)
+        labels = sae.labels if sae.labels is not None else FeatureLabels([], {})
+        if a.import_from:
+            texts, source = label_formats.read_explanations(a.import_from, which=a.which)
+            bad = sorted(f for f in texts if not 0 <= f < sae.d_sae)
+            if bad:
+                raise SaesteerError(f"{a.import_from}: explanations of features {bad[:5]} but the SAE has d_sae={sae.d_sae}: "
+                                    "not this SAE's explanations")
+            labels = labels.with_explanations(texts, source)
+            if a.out:
+                Path(a.out).mkdir(parents=True, exist_ok=True)
+            out = labels.save(a.out or a.sae)
+            print(f"imported {len(texts)} explanations ({source}) into {out}")
+        if a.export_neuronpedia:
+            if not (a.np_model_id and a.np_layer):
+                raise SaesteerError("--export-neuronpedia needs --np-model-id (e.g. gpt2-small) and --np-layer "
+                                    "(e.g. 6-res-jb)")
+            if not len(labels):
+                raise SaesteerError("this SAE has no labels to export: make them with `saesteer label`")
+            rows = label_formats.to_neuronpedia(labels, model_id=a.np_model_id, layer=a.np_layer)
+            print(f"wrote {len(rows)} explanations: {label_formats.write_jsonl_gz(rows, a.export_neuronpedia)}")
+    except (SaesteerError, OSError) as e:
+        print(f"saesteer: error: {e}", file=sys.stderr)
+        return 2
     return 0

@@ -69,7 +69,9 @@ class FeatureLabels(Mapping[int, str]):
 
     # Mapping protocol ------------------------------------------------------------------------
     def __getitem__(self, feature: int) -> str:
-        return str(self._by_id[int(feature)].get("label", ""))
+        """The feature's explanation when one was imported (Neuronpedia, delphi), else its automatic label."""
+        r = self._by_id[int(feature)]
+        return str(r.get("explanation") or r.get("label", ""))
 
     def __iter__(self) -> Iterator[int]:
         return iter(sorted(self._by_id))
@@ -86,8 +88,8 @@ class FeatureLabels(Mapping[int, str]):
         """Features matching every word of ``query`` (case-insensitive), best first.
 
         A word scores 4 x share when it names the source of at least half of the feature's top
-        contexts, 3 per top-activating token it equals,
-        2 per logit token it equals, 1 when it appears in the label, and 0.5 per context holding
+        contexts, 3 per top-activating token it equals, 2 per logit token it equals, 2 when it is a
+        word of an imported explanation, 1 when it appears in the label, and 0.5 per context holding
         it. Features missing any word are dropped.
         """
         words = [w for w in re.split(r"\s+", query.lower().strip()) if w]
@@ -105,6 +107,21 @@ class FeatureLabels(Mapping[int, str]):
                 hits.append(Match(f, total * (0.5 + min(float(r.get("density", 0.0)) * 200, 0.5)), self[f]))
         hits.sort(key=lambda m: (-m.score, m.feature))
         return hits[:top]
+
+    def with_explanations(self, explanations: Mapping[int, str], source: str) -> "FeatureLabels":
+        """A copy whose features carry ``explanations`` (feature -> text) from ``source`` (e.g.
+        ``"neuronpedia gpt-4o-mini"``): ``labels[i]`` then reads the explanation, the automatic label
+        stays in the record as ``label``, and search also matches the explanation's words. Features
+        with no record yet get one holding only the explanation."""
+        records = {f: dict(r) for f, r in self._by_id.items()}
+        for f, text in explanations.items():
+            r = records.setdefault(int(f), {"feature": int(f)})
+            r["explanation"], r["explanation_source"] = str(text), source
+        meta = dict(self.meta)
+        meta.setdefault("explanation_sources", [])
+        if source not in meta["explanation_sources"]:
+            meta["explanation_sources"] = [*meta["explanation_sources"], source]
+        return FeatureLabels(list(records.values()), meta)
 
     # files -----------------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike) -> Path:
@@ -143,5 +160,6 @@ def _score(r: dict[str, Any], w: str) -> float:
     s += 3 * sum(_norm(t) == w for t in r.get("top_tokens", []))
     s += 2 * sum(_norm(t) == w for t in r.get("logit_tokens", []))
     s += 1 if w in str(r.get("label", "")).lower() else 0
+    s += 2 if w in re.findall(r"[\w']+", str(r.get("explanation", "")).lower()) else 0
     s += 0.5 * sum(w in str(c.get("text", "")).lower() for c in r.get("contexts", []))
     return s
