@@ -3,8 +3,15 @@ heads): where the decoder layers live, and SAELens / sparsify hook names on them
 
 Names accepted (``L`` may be negative, Python-style):
 ``blocks.L.hook_resid_pre`` (input of decoder layer L), ``blocks.L.hook_resid_post`` (its output),
-``blocks.L.hook_mlp_out``, ``blocks.L.hook_attn_out``, sparsify's ``layers.L`` (paths under the base
-model), and any plain module path.
+``blocks.L.hook_mlp_in`` (the MLP's input, what transcoders read), ``blocks.L.hook_mlp_out``,
+``blocks.L.hook_attn_out``, ``blocks.L.attn.hook_z`` (the attention heads' outputs, concatenated: the
+input of the attention's output projection, ``[.., n_heads * d_head]``, which is what SAELens'
+``reshape_activations: hook_z`` SAEs read), sparsify's ``layers.L`` (paths under the base model), and
+any plain module path.
+
+As in TransformerLens, Gemma 2 / 3 ``hook_attn_out`` and ``hook_mlp_out`` are taken after their
+post-attention / post-feedforward norms (the tensor added to the residual stream), not at the raw
+attention / MLP outputs.
 """
 
 from __future__ import annotations
@@ -17,17 +24,26 @@ from torch import nn
 from saesteer.adapters.base import Adapter, HookPoint
 from saesteer.errors import HookError
 
-_SAELENS = re.compile(r"^blocks\.(-?\d+)\.(hook_resid_pre|hook_resid_post|hook_mlp_out|hook_attn_out)$")
+_SAELENS = re.compile(
+    r"^blocks\.(-?\d+)\.(hook_resid_pre|hook_resid_post|hook_mlp_in|hook_mlp_out|hook_attn_out|attn\.hook_z)$")
 
 
 @dataclass(frozen=True)
 class DecoderLayout:
-    """Module paths under the base model: the layer list, and inside a layer the MLP and attention."""
+    """Module paths under the base model: the layer list, and inside a layer the MLP, the attention,
+    the modules whose outputs are ``hook_mlp_out`` / ``hook_attn_out`` (the MLP / attention itself, or
+    the norm after it), and the attention's output projection (its input is ``attn.hook_z``)."""
 
     layers: str = "layers"
     mlp: str = "mlp"
     attn: str = "self_attn"
     norm: str = "norm"
+    mlp_out: str | None = None
+    attn_out: str | None = None
+    o_proj: str = "self_attn.o_proj"
+
+
+_GEMMA_POST_NORMS = dict(mlp_out="post_feedforward_layernorm", attn_out="post_attention_layernorm")
 
 
 LAYOUTS: dict[str, DecoderLayout] = {
@@ -37,13 +53,13 @@ LAYOUTS: dict[str, DecoderLayout] = {
     "qwen2": DecoderLayout(),
     "qwen3": DecoderLayout(),
     "gemma": DecoderLayout(),
-    "gemma2": DecoderLayout(),
-    "gemma3_text": DecoderLayout(),
-    "gemma3": DecoderLayout(layers="language_model.layers", norm="language_model.norm"),
+    "gemma2": DecoderLayout(**_GEMMA_POST_NORMS),
+    "gemma3_text": DecoderLayout(**_GEMMA_POST_NORMS),
+    "gemma3": DecoderLayout(layers="language_model.layers", norm="language_model.norm", **_GEMMA_POST_NORMS),
     "phi3": DecoderLayout(),
     "olmo2": DecoderLayout(),
-    "gpt2": DecoderLayout(layers="h", attn="attn", norm="ln_f"),
-    "gpt_neox": DecoderLayout(attn="attention", norm="final_layer_norm"),
+    "gpt2": DecoderLayout(layers="h", attn="attn", norm="ln_f", o_proj="attn.c_proj"),
+    "gpt_neox": DecoderLayout(attn="attention", norm="final_layer_norm", o_proj="attention.dense"),
 }
 
 
@@ -99,12 +115,26 @@ class DecoderAdapter(Adapter):
         if kind in ("hook_resid_pre", "hook_resid_post"):
             io = "input" if kind == "hook_resid_pre" else "output"
             return HookPoint(canon, f"{path}.{L}", layer, io=io, width=width)
-        sub = lay.mlp if kind == "hook_mlp_out" else lay.attn
+        sub, io = {"hook_mlp_in": (lay.mlp, "input"), "hook_mlp_out": (lay.mlp_out or lay.mlp, "output"),
+                   "hook_attn_out": (lay.attn_out or lay.attn, "output"),
+                   "attn.hook_z": (lay.o_proj, "input")}[kind]
         try:
             mod = layer.get_submodule(sub)
         except AttributeError:
             raise HookError(f"{name!r}: layer {L} has no '{sub}' module") from None
-        return HookPoint(canon, f"{path}.{L}.{sub}", mod, io="output", width=width)
+        if kind == "attn.hook_z":
+            width = self.heads_width(model)
+        return HookPoint(canon, f"{path}.{L}.{sub}", mod, io=io, width=width)
+
+    def heads_width(self, model: nn.Module) -> int | None:
+        """``n_heads * d_head``: the width of ``attn.hook_z`` (the concatenated heads)."""
+        cfg = getattr(model, "config", None)
+        text = cfg.get_text_config() if cfg is not None and hasattr(cfg, "get_text_config") else cfg
+        heads = getattr(text, "num_attention_heads", None) or getattr(text, "n_head", None)
+        if heads is None:
+            return None
+        d_head = getattr(text, "head_dim", None) or self.width(model) // heads  # type: ignore[operator]
+        return int(heads) * int(d_head)
 
     def resolve(self, model: nn.Module, name: str) -> HookPoint:
         """As :meth:`Adapter.resolve`; a module path that is a layer, its MLP or its attention
@@ -118,8 +148,8 @@ class DecoderAdapter(Adapter):
             return point
         lay = self.layout(model)
         for L, layer in enumerate(layers):
-            for kind, mod in (("hook_resid_post", layer), ("hook_mlp_out", _sub(layer, lay.mlp)),
-                              ("hook_attn_out", _sub(layer, lay.attn))):
+            for kind, mod in (("hook_resid_post", layer), ("hook_mlp_out", _sub(layer, lay.mlp_out or lay.mlp)),
+                              ("hook_attn_out", _sub(layer, lay.attn_out or lay.attn))):
                 if mod is point.module:
                     return self.resolve_named(model, f"blocks.{L}.{kind}")  # type: ignore[return-value]
         return point
@@ -131,8 +161,10 @@ class DecoderAdapter(Adapter):
             return []
         n = len(layers)
         return [f"blocks.{L}.{k}" for L in range(n) for k in ("hook_resid_pre", "hook_resid_post")] + [
+            f"blocks.{{0..{n - 1}}}.hook_mlp_in",
             f"blocks.{{0..{n - 1}}}.hook_mlp_out",
             f"blocks.{{0..{n - 1}}}.hook_attn_out",
+            f"blocks.{{0..{n - 1}}}.attn.hook_z",
             f"{self.layout(model).layers}.{{0..{n - 1}}} (sparsify)",
         ]
 
@@ -144,8 +176,8 @@ class DecoderAdapter(Adapter):
         n = len(layers)
         lay = self.layout(model)
         return (
-            f"blocks.L.hook_resid_pre, blocks.L.hook_resid_post, blocks.L.hook_mlp_out, "
-            f"blocks.L.hook_attn_out for L in 0..{n - 1}; sparsify names {lay.layers}.L; "
+            f"blocks.L.hook_resid_pre, blocks.L.hook_resid_post, blocks.L.hook_mlp_in, blocks.L.hook_mlp_out, "
+            f"blocks.L.hook_attn_out, blocks.L.attn.hook_z for L in 0..{n - 1}; sparsify names {lay.layers}.L; "
             f"or a module path such as {lay.layers}.0.{lay.mlp}"
         )
 
