@@ -8,6 +8,11 @@ answer about an image without and with a vision-SAE feature clamped, the feature
 map). The model/SAE pair is the embedded default (SmolLM2-135M-Instruct + the bundled SAE) unless the
 command line or the page's "Model and SAE" box names another one by path or hub id; the Vision tab
 always uses the shipped tiny LLaVA.
+
+Errors follow one rule in every tab: a request that fails shows its message in its tab's error box and
+clears the results it would have replaced, so nothing on screen is left over from an earlier request.
+A failed Load keeps the session's pair (nothing else is loaded), and the line describing that pair
+says so.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from saesteer.demos.page_errors import error_html
 from saesteer.demos.steer_tab import build_steer_tab
 
 TITLE = "saesteer: steer, erase and explain SAE features"
+#: how the pair line ends after a failed Load: the session keeps the pair it had
+FAILED_LOAD = "the pair typed below did not load"
 #: system fonts only: Gradio's default theme would fetch Google Fonts, which an offline page cannot
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                           font_mono=["ui-monospace", "monospace"])
@@ -76,7 +83,8 @@ def build_app(registry: ModelRegistry, limits: Limits = Limits()) -> gr.Blocks:
                 # another SAE numbers its features differently: the session's edits are dropped
                 return new, _describe(registry, new), "", [], []
             except Exception as e:  # noqa: BLE001 - shown in the page
-                return key, gr.update(), error_html(e), gr.update(), gr.update()
+                still = f"{_describe(registry, key)} (still in use: {FAILED_LOAD})"
+                return key, still, error_html(e), gr.update(), gr.update()
 
         load_btn.click(load, [model_box, sae_box, hook_box, pair_state],
                        [pair_state, info, pair_error, steer["edits_state"], steer["edits_table"]])

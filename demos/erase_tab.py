@@ -4,6 +4,11 @@ chosen to carry it, and probe the model before and after erasing them (``f_i = 0
 The chosen edit lives in the visitor's ``gr.State`` detached from the model (Gradio copies state
 values) and is bound again (``FeatureEdit.bind``, which checks that the model and SAE are the ones it
 was found on) each time it is used.
+
+When a request fails, the results it would have replaced are cleared (a failed Find clears the chosen
+features, the probed statements, the summary and the probe's before/after, which belonged to the
+previous features; a failed probe, its before/after), so nothing on screen is left over from an
+earlier request.
 """
 
 from __future__ import annotations
@@ -91,9 +96,9 @@ def build_erase_tab(registry: ModelRegistry, limits: Limits, pair_state: gr.Stat
             rows = [[u.feature, round(u.score, 4), round(u.target, 4), round(u.contrast, 4), u.label[:80]]
                     for u in edit.features]
             report = edit.evaluate(verbose=False)
-            return [dataclasses.replace(edit, model=None), rows, _fact_rows(report), _summary(report), ""]
+            return [dataclasses.replace(edit, model=None), rows, _fact_rows(report), _summary(report), "", "", ""]
         except Exception as e:  # noqa: BLE001 - shown in the page
-            return [gr.update()] * 4 + [error_html(e)]
+            return [None, [], [], "", "", "", error_html(e)]
 
     def run_probe(text: str, stored: Any, key: PairKey) -> list[Any]:
         try:
@@ -101,15 +106,15 @@ def build_erase_tab(registry: ModelRegistry, limits: Limits, pair_state: gr.Stat
                 raise DemoInputError("find the features first")
             pair = registry.get(key)
             edit = stored.bind(pair.model)  # refuses when this session now uses another model or SAE
-            text = limits.prompt(text)
+            text = limits.prompt(text, "the probe")
             last = None
             for last in stream_rows(pair.model, pair.tokenizer, text, [None, edit], max_new_tokens=PROBE_TOKENS):
                 pass
             return [last.texts[0], last.texts[1], ""]
         except Exception as e:  # noqa: BLE001
-            return [gr.update(), gr.update(), error_html(e)]
+            return ["", "", error_html(e)]
 
-    find_btn.click(find, [target, keep, top, method, pair_state], [found, table, facts, summary, error])
+    find_btn.click(find, [target, keep, top, method, pair_state], [found, table, facts, summary, before, after, error])
     probe_btn.click(run_probe, [probe, found, pair_state], [before, after, error])
 
 

@@ -35,14 +35,19 @@ class Limits:
     #: ``|factor|`` bound of a scale
     max_abs_scale: float = 100.0
     max_search_chars: int = 100
+    #: ``|w_i|`` bound of a reward head weight typed in the Reward tab (any finite weight is
+    #: meaningful, the reward being linear in it; the bound keeps the numbers readable)
+    max_abs_weight: float = 1000.0
 
-    def prompt(self, text: Any) -> str:
-        """The prompt, stripped; refused when empty or longer than ``max_prompt_chars``."""
+    def prompt(self, text: Any, field: str = "the prompt", required: bool = True) -> str:
+        """The text of one box, stripped; refused when empty (unless not ``required``) or longer than
+        ``max_prompt_chars``. ``field`` names the box in the message ("the prompt", "Response A"):
+        every tab checks its text boxes with this one bound."""
         text = "" if text is None else str(text)
-        if not text.strip():
-            raise DemoInputError("type a prompt first")
+        if required and not text.strip():
+            raise DemoInputError(f"{field} is empty: type some text first")
         if len(text) > self.max_prompt_chars:
-            raise DemoInputError(f"the prompt has {len(text)} characters; this demo takes at most "
+            raise DemoInputError(f"{field} has {len(text)} characters; this demo takes at most "
                                  f"{self.max_prompt_chars}")
         return text.strip()
 

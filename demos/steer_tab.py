@@ -3,6 +3,11 @@ side from one batched forward (streamed as tokens arrive), and which feature fir
 
 The edit list lives in the visitor's own ``gr.State``; it reaches the model only as the ``edits=``
 argument of that visitor's call, so two visitors steering at once never see each other's edits.
+
+When a request fails, the results it would have replaced are cleared (a failed Generate clears both
+continuations and both token views; a failed search, the matches), so nothing on screen is left over
+from an earlier request. The edit list is the visitor's input, not a result: a refused edit leaves it
+as it was.
 """
 
 from __future__ import annotations
@@ -121,16 +126,18 @@ def build_steer_tab(registry: ModelRegistry, limits: Limits, pair_state: gr.Stat
                    status: f"done: {last.new_tokens} new tokens per side in {dt:.1f} s "
                            f"({len(edits)} edit{'s' * (len(edits) != 1)}; both sides in one batched forward)"}
         except Exception as e:  # noqa: BLE001
-            yield {error: error_html(e), status: "stopped by an error"}
+            yield {error: error_html(e), status: "stopped by an error", unsteered: "", steered: "", view_u: "",
+                   view_s: "", view_state: None}
 
-    def rehighlight(hl: Any, views: Any, key: PairKey) -> tuple[str, str]:
+    def rehighlight(hl: Any, views: Any, key: PairKey) -> tuple[str, str, str]:
         if not views:
-            return gr.update(), gr.update()
+            return gr.update(), gr.update(), gr.update()
         try:
             pair = registry.get(key)
-            return _render([TokenFeatures.from_json(v) for v in views], _highlight(hl, []), pair.sae.labels)
+            html_u, html_s = _render([TokenFeatures.from_json(v) for v in views], _highlight(hl, []), pair.sae.labels)
+            return html_u, html_s, ""
         except Exception as e:  # noqa: BLE001
-            return error_html(e), ""
+            return "", "", error_html(e)
 
     search_btn.click(search, [query, pair_state], [results, error])
     query.submit(search, [query, pair_state], [results, error])
@@ -139,8 +146,8 @@ def build_steer_tab(registry: ModelRegistry, limits: Limits, pair_state: gr.Stat
     clear_btn.click(clear, None, [edits_state, edits_table, error])
     generate_btn.click(generate, [prompt, max_new, chat, edits_state, highlight, pair_state],
                        [error, status, unsteered, steered, view_u, view_s, view_state, highlight])
-    highlight.submit(rehighlight, [highlight, view_state, pair_state], [view_u, view_s])
-    highlight.blur(rehighlight, [highlight, view_state, pair_state], [view_u, view_s])
+    highlight.submit(rehighlight, [highlight, view_state, pair_state], [view_u, view_s, error])
+    highlight.blur(rehighlight, [highlight, view_state, pair_state], [view_u, view_s, error])
     return {"edits_state": edits_state, "edits_table": edits_table}
 
 

@@ -5,6 +5,10 @@ without and with the clamp, side by side, from one batched ``generate`` of the s
 chosen feature's top gallery images and its activation over the current image's patches are shown too.
 
 The model loads on first use (about 5 s); the gallery's activations are read once per process.
+
+When a request fails, the results it would have replaced are cleared (a failed Answer clears both
+answers, the top-images strip and the heat map; a failed search, the matches), so nothing on screen is
+left over from an earlier request.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ def build_vision_tab(models: VisionModels, limits: Limits) -> None:
         try:
             return search_features(models.get().labels, str(q or "")[: limits.max_search_chars]), ""
         except Exception as e:  # noqa: BLE001 - shown in the page
-            return gr.update(), error_html(e)
+            return [], error_html(e)
 
     def pick_feature(rows: Any, evt: gr.SelectData) -> tuple[Any, Any]:
         row = evt.row_value if evt.row_value is not None else _row(rows, evt.index[0])
@@ -112,7 +116,8 @@ def build_vision_tab(models: VisionModels, limits: Limits) -> None:
                     f"answers from one batched generate. It fires on {fires} of the {len(v.gallery)} gallery images.")
             yield {plain: a, steered: b, strip: top, heat: overlay, heat_md: caption, status: done}
         except Exception as e:  # noqa: BLE001
-            yield {status: "stopped by an error", error: error_html(e)}
+            yield {status: "stopped by an error", error: error_html(e), plain: "", steered: "", strip: [],
+                   heat: None, heat_md: ""}
 
     thumbs.select(pick_image, None, [chosen, image, chosen_md])
     image.upload(uploaded, None, [chosen, chosen_md])

@@ -166,6 +166,28 @@ class Page:
         """The message in error box ``elem_id`` ("" when it shows none)."""
         return " ".join(e.text for e in self.driver.find_elements("css selector", f"#{elem_id} .saesteer-error"))
 
+    def gradio_errors(self) -> list[str]:
+        """The red "Error" badges Gradio itself puts on components (its status tracker's error, shown
+        when its own processing of an input or output failed), visible or not; [] when there are none."""
+        css = "[data-testid='status-tracker'] .error"
+        return [e.get_attribute("textContent") for e in self.driver.find_elements("css selector", css)]
+
+    def bars(self, elem_id: str) -> list[tuple[dict[str, str], float, float]]:
+        """The bars plot ``elem_id`` draws, left to right, as (its aria-label's fields, e.g.
+        ``{"feature": ..., "contribution": ...}``, x and height in pixels)."""
+        script = ("return [...document.querySelectorAll(arguments[0])].map(e => {const r = e.getBoundingClientRect(); "
+                  "return [e.getAttribute('aria-label') || '', r.x, r.height]})")
+        rows = self.driver.execute_script(script, f"#{elem_id} [aria-roledescription='bar']")
+        out = [(dict(p.split(": ", 1) for p in label.split("; ") if ": " in p), x, h) for label, x, h in rows]
+        return sorted(out, key=lambda bar: bar[1])
+
+    def set_text(self, elem_id: str, text: str) -> None:
+        """Put ``text`` in text box ``elem_id`` as a script would (past its ``maxlength``: what the
+        page's API accepts but typing cannot do)."""
+        script = ("const t = arguments[0]; t.value = arguments[1]; "
+                  "t.dispatchEvent(new Event('input', {bubbles: true}));")
+        self.driver.execute_script(script, self.field(elem_id), text)
+
     def click(self, elem_id: str) -> None:
         el = self.find(f"#{elem_id}")
         self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", el)

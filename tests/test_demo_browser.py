@@ -155,15 +155,61 @@ def test_errors_are_messages_in_the_page(app_url, library, browser):
     page.wait_for(lambda: "within" in page.error("steer-error"), 30, "no error for a huge value")
     page.type("steer-prompt", "   ")
     page.click("steer-generate")
-    page.wait_for(lambda: "type a prompt" in page.error("steer-error"), 30, "no error for an empty prompt")
+    page.wait_for(lambda: "the prompt is empty" in page.error("steer-error"), 30, "no error for an empty prompt")
     page.expand("Model and SAE")
     page.type("pair-model", "nobody/no-such-model")
     page.click("pair-load")
     page.wait_for(lambda: "cannot load model" in page.error("pair-error"), 120, "no error for a missing model")
     assert "nobody/no-such-model" in page.error("pair-error")
+    # the line above the box still names the pair in use, and says the typed one did not load
+    assert "smollm2 + the bundled SAE" in page.text("pair-info") and "still in use" in page.text("pair-info")
     html = page.driver.page_source
     assert "Traceback" not in html and 'File "' not in html
     page.screenshot("errors", docs=False)
+
+
+def token_spans(page) -> int:
+    """How many tokens the two token views show."""
+    return len(page.driver.find_elements("css selector", "#steer-view-unsteered span.saesteer-token, "
+                                                         "#steer-view-steered span.saesteer-token"))
+
+
+def test_a_failed_steer_request_clears_the_previous_result(app_url, browser):
+    """One rule in every tab: a request that fails clears the results it would have replaced. A bad
+    feature to highlight: the message is in the error box (not in the token view) and the token views
+    are empty; a Generate refused for an empty prompt: both continuations and token views are empty,
+    nothing from the earlier Generate is left under "stopped by an error"."""
+    page = browser
+    page.open(app_url)
+    page.type("steer-prompt", PROMPT)
+    plain, steered = generate(page)
+    assert plain and steered and token_spans(page) > 0
+    page.type("steer-highlight", "abc")  # read on blur
+    page.wait_for(lambda: "whole number" in page.error("steer-error"), 30, "no error for a bad highlight")
+    assert token_spans(page) == 0 and "whole number" not in page.text("steer-view-unsteered")
+    page.type("steer-highlight", "")
+    page.wait_for(lambda: token_spans(page) > 0 and not page.error("steer-error"), 30,
+                  "an empty highlight did not draw the token views again")
+    page.type("steer-prompt", "   ")
+    page.click("steer-generate")
+    page.wait_for(lambda: "the prompt is empty" in page.error("steer-error"), 30, "no error for an empty prompt")
+    assert page.text("steer-status") == "stopped by an error"
+    assert page.value("steer-unsteered") == "" and page.value("steer-steered") == ""
+    assert token_spans(page) == 0
+
+
+def reward_bars(page, side: str) -> list[tuple[str, float, float, float]]:
+    """Chart ``side``'s bars, left to right, as (feature, contribution, x, height in pixels)."""
+    return [(bar["feature"], float(bar["contribution"].replace("\u2212", "-")), x, h)
+            for bar, x, h in page.bars(f"reward-chart-{side}")]
+
+
+def score_example(page) -> None:
+    """Press Score on the Reward tab and wait for the result (failing on an error message)."""
+    page.click("reward-score")
+    page.wait_for(lambda: "preferred" in page.text("reward-summary") or page.error("reward-error"), 300,
+                  "scoring never finished")
+    assert not page.error("reward-error"), page.error("reward-error")
 
 
 def test_reward_tab_scores_explains_and_reweights(app_url, browser):
@@ -181,26 +227,128 @@ def test_reward_tab_scores_explains_and_reweights(app_url, browser):
     page = browser
     page.open(app_url)
     page.open_tab("Reward")
-    page.click("reward-score")
-    page.wait_for(lambda: "preferred" in page.text("reward-summary") or page.error("reward-error"), 300,
-                  "scoring never finished")
-    assert not page.error("reward-error")
+    score_example(page)
     got = [float(page.value("reward-a")), float(page.value("reward-b"))]
     assert got == pytest.approx(want, abs=1e-4)
 
     def bars() -> list[str]:  # the charts draw (asynchronously) one bar per feature, named with its label
-        return [e.get_attribute("aria-label") or "" for e in page.driver.find_elements(
-            "css selector", "#reward-chart-a [aria-roledescription='bar'], #reward-chart-b [aria-roledescription='bar']")]
+        return [f"feature: {bar[0]}" for side in "ab" for bar in reward_bars(page, side)]
 
     page.wait_for(lambda: any(f"feature: {top}: {rm.labels[top][:10]}" in bar for bar in bars()), 60,
                   "the top feature has no bar with its label")
-    page.wait_for(lambda: f"w[{top}]" in page.text("reward-w0"), 30, "the top feature has no slider")
+    page.wait_for(lambda: f"w[{top}]" in page.text("reward-w0"), 30, "the top feature has no weight box")
     page.type("reward-w0", "0")
     page.wait_for(lambda: "before reweighting" in page.text("reward-summary"), 60,
-                  "the scores did not follow the slider")
+                  "the scores did not follow the weight box")
     got = [float(page.value("reward-a")), float(page.value("reward-b"))]
     assert got == pytest.approx(want_rw, abs=1e-4)
     page.screenshot("reward")
+
+
+def test_reward_example_is_ranked_as_a_person_would(app_url, browser):
+    """The preloaded pair is one the demo reward model gets right: the reply a person prefers (the
+    kind one, not the one about war and death) has the higher reward, by a clear margin."""
+    from saesteer.demos.reward_tab import EXAMPLE
+
+    page = browser
+    page.open(app_url)
+    page.open_tab("Reward")
+    assert [page.value("reward-prompt"), page.value("reward-a-text"), page.value("reward-b-text")] == list(EXAMPLE)
+    grim = [side for side in "ab" if "death" in page.value(f"reward-{side}-text").lower()]
+    assert len(grim) == 1, "the example is one kind reply and one about death"
+    grim = grim[0]
+    kind = "b" if grim == "a" else "a"
+    score_example(page)
+    assert page.text("reward-summary").startswith(f"{kind.upper()} preferred")
+    assert float(page.value(f"reward-{kind}")) > float(page.value(f"reward-{grim}")) + 1.0
+
+
+def test_reward_charts_are_sorted_on_one_scale(app_url, browser):
+    """Each chart draws its bars largest contribution first, and both charts share one y scale: the
+    same y axis, and the same pixels per unit of contribution."""
+    page = browser
+    page.open(app_url)
+    page.open_tab("Reward")
+    score_example(page)
+    page.wait_for(lambda: reward_bars(page, "a") and reward_bars(page, "b"), 60, "the charts never drew")
+    per_unit = []
+    for side in "ab":
+        bars = reward_bars(page, side)
+        values = [c for _, c, _, _ in bars]
+        assert values == sorted(values, reverse=True), f"chart {side} is not sorted: {values}"
+        per_unit.append(sum(h for *_, h in bars) / sum(abs(c) for c in values))
+    assert per_unit[0] == pytest.approx(per_unit[1], rel=0.03)
+    script = ("return [...document.querySelectorAll(arguments[0])].map(e => e.getAttribute('aria-label'))"
+              ".filter(t => t.startsWith('Y-axis'))")
+    axes = [page.driver.execute_script(script, f"#reward-chart-{side} [aria-roledescription='axis']") for side in "ab"]
+    assert axes[0] and axes[0] == axes[1]
+
+
+def test_reward_weight_boxes_take_an_empty_box_and_any_weight(app_url, server, browser):
+    """A weight box takes what a visitor types: 5 (outside the old [-1, 1] slider) gives
+    ``rm.reweight({i: 5}, copy=True)``'s scores; an empty box (cleared to type a new number) keeps
+    the weight; 5000 (past the bound) is a message in the error box and clears the scores and charts.
+    Never one of Gradio's red Error badges, never a traceback in the server log."""
+    import re
+
+    from saesteer.demos.reward_tab import EXAMPLE
+    from saesteer.reward import load_demo
+
+    rm = load_demo()
+    prompt, a, b = EXAMPLE
+    convs = [(prompt, a), (prompt, b)]
+    want = rm.score(convs).tolist()
+    start = len(server.log.read_text())  # the server log so far: other tests' lines are not this test's
+    page = browser
+    page.open(app_url)
+    page.open_tab("Reward")
+    score_example(page)
+    feature = int(re.match(r"w\[(\d+)\]", page.text("reward-w0").split("\n")[0]).group(1))
+
+    def scores() -> list[float]:
+        return [float(page.value("reward-a")), float(page.value("reward-b"))]
+
+    page.type("reward-w0", "5")
+    page.wait_for(lambda: "before reweighting" in page.text("reward-summary"), 30, "5 was not taken")
+    assert scores() == pytest.approx(rm.reweight({feature: 5.0}, copy=True).score(convs).tolist(), abs=1e-4)
+    page.type("reward-w0", "")
+    page.wait_for(lambda: "before reweighting" not in page.text("reward-summary"), 30,
+                  "an empty box did not go back to the weight it had")
+    assert scores() == pytest.approx(want, abs=1e-4) and not page.error("reward-error")
+    page.type("reward-w0", "5000")
+    page.wait_for(lambda: "within [-1000, 1000]" in page.error("reward-error"), 30, "no message for 5000")
+    assert f"feature {feature}" in page.error("reward-error")
+    page.wait_for(lambda: not reward_bars(page, "a") and not reward_bars(page, "b"), 30, "the charts stayed")
+    assert page.value("reward-a") == "" and page.value("reward-b") == "" and page.text("reward-summary") == ""
+    page.type("reward-w0", "0")
+    page.wait_for(lambda: not page.error("reward-error") and page.value("reward-a"), 30, "0 was not taken")
+    assert scores() == pytest.approx(rm.reweight({feature: 0.0}, copy=True).score(convs).tolist(), abs=1e-4)
+    assert page.gradio_errors() == []
+    log = server.log.read_text()[start:]
+    assert "Traceback" not in log and "Error" not in log, log[-2000:]
+
+
+def test_reward_errors_name_their_box_and_clear_the_results(app_url, browser):
+    """An empty Response A, an over-long Response B: each message names that box (not "the prompt"),
+    and the earlier rewards, summary, charts and weight boxes are cleared."""
+    page = browser
+    page.open(app_url)
+    page.open_tab("Reward")
+    score_example(page)
+    page.wait_for(lambda: reward_bars(page, "a"), 60, "the charts never drew")
+    page.type("reward-a-text", "")
+    page.click("reward-score")
+    page.wait_for(lambda: page.error("reward-error"), 60, "no error for an empty Response A")
+    assert "Response A is empty" in page.error("reward-error")
+    assert page.value("reward-a") == "" and page.value("reward-b") == "" and page.text("reward-summary") == ""
+    page.wait_for(lambda: not reward_bars(page, "a") and not reward_bars(page, "b"), 30, "the charts stayed")
+    assert not page.driver.find_elements("css selector", "#reward-w0")  # hidden with the rest
+    page.type("reward-a-text", "Thank you, friend!")
+    page.set_text("reward-b-text", "b" * 2001)  # past the box's maxlength: what the page's API can send
+    page.click("reward-score")
+    page.wait_for(lambda: "Response B has 2001 characters" in page.error("reward-error"), 60,
+                  "no error for an over-long Response B")
+    assert page.gradio_errors() == []
 
 
 def test_erase_tab_finds_the_library_features_and_probes(app_url, library, browser):
@@ -237,6 +385,14 @@ def test_erase_tab_finds_the_library_features_and_probes(app_url, library, brows
     assert not page.error("erase-error")
     assert [page.value("erase-before"), page.value("erase-after")] == want
     page.screenshot("erase")
+    # a Find that fails clears what it would have replaced: the features, the facts, the summary, and
+    # the probe's before/after (they belonged to the earlier features)
+    page.type("erase-keep", "")
+    page.click("erase-find")
+    page.wait_for(lambda: "knowledge to keep" in page.error("erase-error"), 60, "no error without statements to keep")
+    page.wait_for(lambda: not shown(), 30, "the chosen features stayed")
+    assert page.text("erase-summary") == "" and [page.value("erase-before"), page.value("erase-after")] == ["", ""]
+    assert "euro" not in page.text("erase-facts")
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def steered():
 def test_limits_refuse_out_of_bounds_input():
     lim = Limits(max_prompt_chars=20, max_new_tokens=16, max_edits=2, max_abs_value=100, max_abs_scale=10)
     assert lim.prompt("  hi  ") == "hi"
-    for bad, msg in [("", "type a prompt"), ("x" * 21, "at most 20")]:
+    for bad, msg in [("", "the prompt is empty"), ("x" * 21, "the prompt has 21 characters; .* at most 20")]:
         with pytest.raises(DemoInputError, match=msg):
             lim.prompt(bad)
     assert lim.new_tokens("8") == 8
@@ -157,7 +157,7 @@ def test_registry_keeps_the_default_and_evicts_others(monkeypatch, steered):
 
 
 def test_reward_reweighting_matches_the_library():
-    """The sliders' arithmetic gives ``SARM.reweight(copy=True).score`` without a forward."""
+    """The weight boxes' arithmetic gives ``SARM.reweight(copy=True).score`` without a forward."""
     from saesteer.demos.reward_scores import read_pair, reweighted
     from saesteer.reward import SARM
 
@@ -167,11 +167,67 @@ def test_reward_reweighting_matches_the_library():
     convs = [("why?", "because"), ("why?", "no idea at all")]
     st = read_pair(rm, *convs[0], convs[1][1])
     assert st["rewards"] == pytest.approx(rm.score(convs).tolist(), abs=1e-12)
-    i, j = st["sliders"][:2]
+    i, j = st["deciding"][:2]
     got, _ = reweighted(st, {i: 0.0, j: 1.2345})
     want = rm.reweight({i: 0.0, j: 1.2345}, copy=True).score(convs).tolist()
     assert got == pytest.approx(want, abs=1e-9) and got != pytest.approx(st["rewards"])
     assert float(rm.weight[i]) == float(w[i])  # the shared model was never reweighted
+
+
+def test_text_refusals_name_their_box():
+    """An empty Response A or an over-long Response B is refused naming that box, not "the prompt";
+    the Reward tab's prompt may be empty; the other tabs' boxes keep their own names."""
+    from saesteer.demos.reward_tab import checked_texts
+
+    lim = Limits(max_prompt_chars=20)
+    assert checked_texts(lim, "  ", " yes ", "no") == ("", "yes", "no")
+    with pytest.raises(DemoInputError, match="^Response A is empty"):
+        checked_texts(lim, "why?", "   ", "no")
+    with pytest.raises(DemoInputError, match="^Response B has 25 characters; .* at most 20$"):
+        checked_texts(lim, "why?", "yes", "n" * 25)
+    with pytest.raises(DemoInputError, match="^the prompt has 21 characters"):
+        checked_texts(lim, "p" * 21, "yes", "no")
+    with pytest.raises(DemoInputError, match="^the probe is empty"):
+        lim.prompt("", "the probe")
+
+
+def _reward_state() -> dict:
+    """A Reward tab state as ``read_pair`` keeps it: features 7 and 3 decide the preference."""
+    return {"rewards": [1.0, -2.0], "deciding": [7, 3], "chart": [7, 3, 9],
+            "f": {"7": [2.0, 0.0], "3": [0.0, 4.0], "9": [1.0, 1.0]},
+            "w": {"7": 0.25, "3": -0.5, "9": 0.1}, "labels": {"7": "joy", "3": "war", "9": "the"}}
+
+
+def test_typed_weights_take_any_finite_weight_and_skip_empty_boxes():
+    """Gradio passes a weight box's content as it is: an empty box (None, blank) and a box at its
+    shown starting value keep the weight; 5 (outside the old [-1, 1] slider) is taken; a weight that
+    is not a finite number within the bound is a message naming the feature."""
+    from saesteer.demos.reward_scores import reweighted, typed_weights
+
+    st = _reward_state()
+    assert typed_weights(st, [None, None], 1000) == {}
+    assert typed_weights(st, ["", "  "], 1000) == {}
+    assert typed_weights(st, [0.25, -0.5], 1000) == {}  # the values the boxes start at
+    assert typed_weights(st, [5, None], 1000) == {7: 5.0}
+    assert typed_weights(st, [None, "-1000"], 1000) == {3: -1000.0}
+    assert reweighted(st, typed_weights(st, [5, None], 1000))[0] == pytest.approx([1.0 + 4.75 * 2, -2.0])
+    for bad, msg in [(1000.5, "within"), (float("nan"), "finite"), (float("inf"), "finite"), ("many", "number")]:
+        with pytest.raises(DemoInputError, match=f"feature 3 .*{msg}"):
+            typed_weights(st, [0.25, bad], 1000)
+
+
+def test_reward_charts_are_sorted_and_share_one_y_range():
+    """Each chart lists its bars largest contribution first; one y range covers both charts."""
+    from saesteer.demos.reward_scores import chart_frame, shared_y_range
+
+    st = _reward_state()
+    a, b = chart_frame(st, st["w"], 0), chart_frame(st, st["w"], 1)
+    assert list(a["contribution"]) == [0.5, pytest.approx(0.1)] and list(a["feature"]) == ["7: joy", "9: the"]
+    assert list(b["contribution"]) == [pytest.approx(0.1), -2.0] and list(b["effect"]) == [
+        "raises the reward", "lowers the reward"]
+    lo, hi = shared_y_range([a, b])
+    assert lo < -2.0 and hi > 0.5 and lo >= -2.2 and hi <= 0.7
+    assert shared_y_range([chart_frame(None, {}, 0)] * 2) is None  # no bars: the charts scale themselves
 
 
 def test_demo_command_options():
