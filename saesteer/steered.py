@@ -55,6 +55,7 @@ class SteeredModel:
         sae_dtype: torch.dtype | None = None,
         name: str | None = None,
         force_hook: bool = False,
+        hook_out: str | None = None,
         **load_kwargs: Any,
     ) -> str:
         """Attach an SAE (object, local path or hub id) at ``hook`` (or the default hook of
@@ -65,6 +66,10 @@ class SteeredModel:
         An SAE that records the hook it was trained at (``sae.cfg.hook_name``) is refused at any other
         hook of the model (HookError): its features mean nothing there and steering gives garbage.
         ``force_hook=True`` attaches it anyway, with a warning.
+
+        A transcoder reads at ``hook`` (``blocks.L.hook_mlp_in``) and writes where it reconstructs:
+        ``hook_out``, else its recorded ``hook_name_out``, else the MLP output of the same layer;
+        edits there give ``mlp_out + decode(f') - decode(f)``.
 
         Checks the SAE's width against the layer and moves the SAE to the layer's device and dtype
         (``sae_dtype`` overrides the dtype; a caller's SAE object is copied, not modified).
@@ -103,6 +108,7 @@ class SteeredModel:
                 f"({point.path}); this SAE was made for {sae.cfg.model_name or 'another model'} "
                 f"at {sae.cfg.hook_name or 'an unknown hook'}"
             )
+        point_out = checks.transcoder_output(model, adapter, sae, point, hook_out)
         key = name or point.name
         if key in self.attachments:
             raise HookError(f"an SAE is already attached at {key}; detach it first")
@@ -111,7 +117,7 @@ class SteeredModel:
         if sae.device != device or sae.dtype != dtype:
             sae = (sae if owned else copy.deepcopy(sae)).to(device=device, dtype=dtype)
         sae.eval().requires_grad_(False)
-        self.attachments[key] = Attachment(key, sae, point)
+        self.attachments[key] = Attachment(key, sae, point, point_out)
         if name is None:
             self._aliases[hook] = key
         return key
@@ -179,8 +185,9 @@ class SteeredModel:
             sae = att.sae
             if isinstance(e, Edit) or e.feature is not None:
                 sae.check_feature(e.feature)
-            elif e.direction.shape[-1] != sae.d_in:
-                raise EditError(f"steering vector has {e.direction.shape[-1]} entries; {name} has d_in={sae.d_in}")
+            elif e.direction.shape[-1] != sae.d_out:
+                raise EditError(f"steering vector has {e.direction.shape[-1]} entries; {name} writes "
+                                f"{sae.d_out}-wide activations")
             checks.check_fits(e, sae, next((p.dtype for p in att.point.module.parameters() if p.is_floating_point()),
                                      sae.dtype), name)
             routed.append(e if e.hook == name else dataclasses.replace(e, hook=name))

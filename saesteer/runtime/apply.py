@@ -41,23 +41,29 @@ def _edit_features(
     return f_new, touched
 
 
-def edit_activations(sae: SAE, x: torch.Tensor, es: EditSet, mask_of: MaskFn) -> torch.Tensor:
+def edit_activations(sae: SAE, x: torch.Tensor, es: EditSet, mask_of: MaskFn,
+                     out: torch.Tensor | None = None) -> torch.Tensor:
     """Return ``x [N, T, d_in]`` with the edit set applied (see :mod:`saesteer.edits`).
 
-    ``mask_of(positions)`` gives the ``[N, T]`` boolean mask of the steered tokens. Cost: for the
-    default mode, an encode of the edited features only (or a full encode for TopK) and one
-    ``[n_edited x d_in]`` matmul; reconstruct mode costs a full encode and decode.
+    ``mask_of(positions)`` gives the ``[N, T]`` boolean mask of the steered tokens. For a transcoder,
+    ``out [N, T, d_out]`` is the tensor it reconstructs (the MLP's output): features are read from
+    ``x`` (its input) and the edit is written into ``out``, which is returned
+    (``out + decode(f') - decode(f)``; the skip connection cancels there). Cost: for the default mode,
+    an encode of the edited features only (or a full encode for TopK) and one ``[n_edited x d_out]``
+    matmul; reconstruct mode costs a full encode and decode.
     """
     xs = x if x.dtype == sae.dtype else x.to(sae.dtype)
+    target = x if out is None else out
+    ts = target if target.dtype == sae.dtype else target.to(sae.dtype)
     feats, steers, features = es.split
     if es.mode == "reconstruct":
-        return _reconstruct(sae, x, xs, es, feats, steers, mask_of)
+        return _reconstruct(sae, target, xs, ts, es, feats, steers, mask_of)
 
     if feats and not steers and sae.cfg.normalize == "none" and all(type(e) is Add for e in feats):
         where = {e.positions or es.positions for e in feats}
         if len(where) == 1:  # nudges at one set of positions: one constant vector, no encode
             m = mask_of(where.pop())
-            return torch.where(m.unsqueeze(-1), (xs + sae.nudge(feats)).to(x.dtype), x)
+            return torch.where(m.unsqueeze(-1), (ts + sae.nudge(feats)).to(target.dtype), target)
     delta: torch.Tensor | None = None
     touched: torch.Tensor | None = None
     if feats:
@@ -77,25 +83,27 @@ def edit_activations(sae: SAE, x: torch.Tensor, es: EditSet, mask_of: MaskFn) ->
             delta = delta * scale
     for s in steers:
         m = mask_of(s.positions or es.positions)
-        step = _steer_step(sae, s, xs) * m.unsqueeze(-1).to(xs.dtype)
+        step = _steer_step(sae, s, ts) * m.unsqueeze(-1).to(ts.dtype)
         delta = step if delta is None else delta + step
         touched = m if touched is None else touched | m
     if delta is None or touched is None:
-        return x
-    edited = (xs + delta).to(x.dtype)
-    return torch.where(touched.unsqueeze(-1), edited, x)
+        return target
+    edited = (ts + delta).to(target.dtype)
+    return torch.where(touched.unsqueeze(-1), edited, target)
 
 
 def _reconstruct(
     sae: SAE,
-    x: torch.Tensor,
+    target: torch.Tensor,
     xs: torch.Tensor,
+    ts: torch.Tensor,
     es: EditSet,
     feats: tuple[Edit, ...],
     steers: tuple[Steer, ...],
     mask_of: MaskFn,
 ) -> torch.Tensor:
-    """Output ``decode(f')`` at the set's positions (no error term), as sae-for-vlm does."""
+    """Output ``decode(f')`` at the set's positions (no error term), as sae-for-vlm does; for a
+    transcoder, in place of ``target`` (its skip connection included)."""
     x_n, shift, scale = sae.normalize(xs)
     x_in = sae.encoder_input(x_n)
     f = sae.activate(sae.pre_activation(x_in), x_in)
@@ -107,8 +115,8 @@ def _reconstruct(
     if feats:
         col = {i: i for i in {e.feature for e in feats}}
         f, _ = _edit_features(f, feats, col, es, mask_of)
-    rec = sae.decode(f, shift, scale)
+    rec = sae.decode(f, shift, scale, x=xs if sae.cfg.skip else None)
     for s in steers:
-        rec = rec + _steer_step(sae, s, xs) * mask_of(s.positions or es.positions).unsqueeze(-1).to(xs.dtype)
+        rec = rec + _steer_step(sae, s, ts) * mask_of(s.positions or es.positions).unsqueeze(-1).to(ts.dtype)
     where = mask_of(es.positions)
-    return torch.where(where.unsqueeze(-1), rec.to(x.dtype), x)
+    return torch.where(where.unsqueeze(-1), rec.to(target.dtype), target)

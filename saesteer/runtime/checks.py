@@ -89,3 +89,28 @@ def check_positions(point: adapters.HookPoint, es: EditSet) -> None:
             spec.check(point.tokens)
         else:
             spec.check("image", image.cls_tokens, image.patches)
+
+
+def transcoder_output(model: nn.Module, adapter: Any, sae: SAE, point: Any, hook_out: str | None) -> Any:
+    """Where a transcoder writes (None for an SAE): ``hook_out``, else the SAE's ``hook_name_out``, else
+    ``blocks.L.hook_mlp_out`` for a transcoder reading ``blocks.L.hook_mlp_in``; its width must be
+    ``d_out``. HookError when it cannot be told or does not fit."""
+    import re
+
+    if not sae.cfg.transcoder:
+        if hook_out is not None:
+            raise HookError("hook_out= is for transcoders; this SAE writes back where it reads")
+        return None
+    target = hook_out or sae.cfg.hook_name_out
+    if target is None:
+        m = re.match(r"^blocks\.(\d+)\.hook_mlp_in$", point.name)
+        if m is None:
+            raise HookError(f"say where this transcoder writes: hook_out=... (it reads {point.name})")
+        target = f"blocks.{m.group(1)}.hook_mlp_out"
+    out = adapter.resolve(model, target)
+    if out.width is not None and out.width != sae.d_out:
+        raise HookError(f"transcoder output width d_out={sae.d_out} does not match the width {out.width} of "
+                        f"{out.name} ({out.path})")
+    if out.tokens != point.tokens:
+        raise HookError(f"a transcoder reads and writes along the same tokens; {point.name} and {out.name} differ")
+    return out

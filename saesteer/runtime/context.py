@@ -50,6 +50,8 @@ class CallState:
     #: the (args, kwargs) the caller gave the steered call or generate: generate may run the vision
     #: tower outside any top-level forward (transformers 5 encodes images before the prefill)
     user_call: tuple[tuple, dict[str, Any]] | None = None
+    #: transcoder attachment name -> its input in the current module call (read side -> write side)
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     _masks: dict[tuple, torch.Tensor] = field(default_factory=dict)
 
     def begin_forward(self, args: tuple, kwargs: dict[str, Any]) -> None:

@@ -28,11 +28,15 @@ from saesteer.sae.module import SAE
 @dataclass
 class Attachment:
     """One SAE at one hook point. ``sae`` already sits on the layer's device and dtype; copies for
-    other devices (accelerate offload executing elsewhere) are made once and cached."""
+    other devices (accelerate offload executing elsewhere) are made once and cached.
+
+    A transcoder reads at ``point`` (its input, e.g. the MLP input) and writes at ``point_out`` (the
+    tensor it reconstructs, e.g. the MLP output); an SAE reads and writes at ``point``."""
 
     name: str
     sae: SAE
     point: HookPoint
+    point_out: HookPoint | None = None
     _by_device: dict[torch.device, SAE] = field(default_factory=dict, repr=False)
 
     def sae_for(self, device: torch.device) -> SAE:
@@ -50,32 +54,41 @@ def _copy_to(sae: SAE, device: torch.device) -> SAE:
     return copy.deepcopy(sae).to(device)
 
 
-def run_attachment(att: Attachment, state: CallState, x: torch.Tensor) -> torch.Tensor:
-    """Capture features and apply this call's edits for one attachment; returns ``x`` untouched
-    (the same object) when there is nothing to do."""
+def run_attachment(att: Attachment, state: CallState, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Capture features and apply this call's edits for one attachment; returns the edited tensor, or
+    the tensor untouched (the same object) when there is nothing to do. For a transcoder ``x`` is its
+    input and ``y`` the tensor it writes into (returned edited); for an SAE both are ``x``."""
     plan = state.plans.get(att.name)
     capture = state.capture
+    target = x if y is None else y
     if not plan and (capture is None or att.name not in capture):
-        return x
+        return target
     if x.shape[-1] != att.sae.d_in:
         raise HookError(
             f"SAE width {att.sae.d_in} does not match the activation width {x.shape[-1]} at {att.name}"
         )
+    if target.shape[-1] != att.sae.d_out:
+        raise HookError(f"transcoder output width {att.sae.d_out} does not match {target.shape[-1]} at "
+                        f"{att.point_out.name if att.point_out else att.name}")
     squeeze = x.ndim == 2
     if squeeze:
-        x = x.unsqueeze(1)
+        x, target = x.unsqueeze(1), target.unsqueeze(1)
     sae = att.sae_for(x.device)
     N, T = x.shape[0], x.shape[1]
     image = att.point.image  # image tokens: rows are images (or crops), no text bookkeeping
-    if capture is not None and att.name in capture:
+    if capture is not None and att.name in capture and (y is None or att.point_out is None):
         with torch.no_grad():
             f = sae.encode(x.to(sae.dtype))
             k = min(state.capture_top_k, f.shape[-1])
             vals, inds = f.topk(k, dim=-1)
         capture[att.name].append((vals, inds))
-    out = x
+        if y is None and att.point_out is not None:  # a transcoder's read side: capture only
+            return target.squeeze(1) if squeeze else target
+    tc = y is not None
+    out = target
     if isinstance(plan, EditSet):
-        out = edit_activations(sae, x, plan, lambda p: state.mask(p, None, (N, T), x.device, image))
+        out = edit_activations(sae, x, plan, lambda p: state.mask(p, None, (N, T), x.device, image),
+                               out=target if tc else None)
     elif plan:
         if image is not None:
             which = state.image_rows(image, N, len(plan))
@@ -88,12 +101,13 @@ def run_attachment(att: Attachment, state: CallState, x: torch.Tensor) -> torch.
             if es:
                 groups.setdefault(es, []).append(r)
         if groups:
-            out = x.clone()
+            out = target.clone()
             for es, rows in groups.items():
                 key = tuple(rows)
                 r = torch.tensor(rows, device=x.device)
                 out[r] = edit_activations(
-                    sae, x[r], es, lambda p, key=key: state.mask(p, key, (len(key), T), x.device, image)
+                    sae, x[r], es, lambda p, key=key: state.mask(p, key, (len(key), T), x.device, image),
+                    out=target[r] if tc else None,
                 )
     return out.squeeze(1) if squeeze else out
 
@@ -102,6 +116,27 @@ def _edit_hook(att: Attachment, x: torch.Tensor) -> torch.Tensor | None:
     """The tap function of one attachment: this call's edits, or nothing outside a steered call."""
     state = current()
     return None if state is None else run_attachment(att, state, x)
+
+
+def _read_hook(att: Attachment, x: torch.Tensor) -> None:
+    """A transcoder's read side: keep its input for the write side of the same module call."""
+    state = current()
+    if state is not None:
+        state.inputs[att.name] = x
+        if state.capture is not None and att.name in state.capture:
+            run_attachment(att, state, x)
+
+
+def _write_hook(att: Attachment, y: torch.Tensor) -> torch.Tensor | None:
+    """A transcoder's write side: this call's edits, features read from the kept input."""
+    state = current()
+    if state is None:
+        return None
+    x = state.inputs.pop(att.name, None)
+    if x is None:
+        raise HookError(f"{att.name}: the transcoder's output hook ran without its input hook "
+                        f"({att.point.name} before {att.point_out.name if att.point_out else '?'})")
+    return run_attachment(att, state, x, y)
 
 
 @taps.mark
@@ -151,8 +186,13 @@ class HookSet:
             hs.append(self.top.register_forward_hook(_top_post_hook, always_call=True))
             for att in self.attachments.values():
                 # outputs first, so hooks that record outputs (transformers' hidden_states) see the edit
-                hs.append(taps.register(att.point.module, att.point.io, partial(_edit_hook, att),
-                                        prepend=att.point.io == "output", name=att.name))
+                if att.point_out is None:
+                    hs.append(taps.register(att.point.module, att.point.io, partial(_edit_hook, att),
+                                            prepend=att.point.io == "output", name=att.name))
+                    continue
+                hs.append(taps.register(att.point.module, att.point.io, partial(_read_hook, att), name=att.name))
+                hs.append(taps.register(att.point_out.module, att.point_out.io, partial(_write_hook, att),
+                                        prepend=att.point_out.io == "output", name=att.name))
         except BaseException:
             self._remove()
             raise

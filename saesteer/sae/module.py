@@ -64,6 +64,17 @@ class SAEConfig:
     hook_name: str | None = None
     model_name: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: transcoders: the output width (None: an SAE, which writes back where it reads, ``d_in`` wide)
+    d_out: int | None = None
+    #: transcoders: the hook whose tensor the decoder replaces (the MLP output for an MLP transcoder)
+    hook_name_out: str | None = None
+    #: skip transcoders: a linear skip connection ``x @ W_skip.T`` (``W_skip [d_out, d_in]``) in decode
+    skip: bool = False
+
+    @property
+    def transcoder(self) -> bool:
+        """True when the SAE reads one activation and reconstructs another (a transcoder)."""
+        return self.d_out is not None or self.hook_name_out is not None or self.skip
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -82,6 +93,13 @@ class SAEConfig:
             raise SAEFormatError(f"SAE k must be an int, got {self.k!r}")
         if not isinstance(self.apply_b_dec_to_input, bool):
             raise SAEFormatError(f"apply_b_dec_to_input must be True or False, got {self.apply_b_dec_to_input!r}")
+        if self.d_out is not None and (isinstance(self.d_out, bool) or not isinstance(self.d_out, int) or self.d_out <= 0):
+            raise SAEFormatError(f"a transcoder's d_out must be a positive int, got {self.d_out!r}")
+        if self.transcoder and self.apply_b_dec_to_input:
+            raise SAEFormatError("a transcoder's b_dec lives in its output space: apply_b_dec_to_input must be False")
+        if self.transcoder and self.normalize != "none":
+            raise SAEFormatError("transcoders with input normalisation are not supported (the output would need "
+                                 "the input's scale)")
         if self.architecture == "topk" and (self.k is None or not 0 < int(self.k) <= self.d_sae):
             raise SAEFormatError(f"a TopK SAE needs 0 < k <= d_sae ({self.d_sae}); got k={self.k}")
         if self.d_in <= 0 or self.d_sae <= 0:
@@ -110,11 +128,14 @@ class SAE(nn.Module):
         #: feature labels (a :class:`saesteer.labels.FeatureLabels`) when the files had them
         self.labels: Any = None
         d, F = cfg.d_in, cfg.d_sae
+        d_out = cfg.d_out or d
         kw = {"dtype": dtype, "device": device}
         self.W_enc = nn.Parameter(torch.zeros(d, F, **kw))
-        self.W_dec = nn.Parameter(torch.zeros(F, d, **kw))
+        self.W_dec = nn.Parameter(torch.zeros(F, d_out, **kw))
         self.b_enc = nn.Parameter(torch.zeros(F, **kw))
-        self.b_dec = nn.Parameter(torch.zeros(d, **kw))
+        self.b_dec = nn.Parameter(torch.zeros(d_out, **kw))
+        if cfg.skip:
+            self.W_skip = nn.Parameter(torch.zeros(d_out, d, **kw))
         if cfg.architecture == "jumprelu":
             self.threshold = nn.Parameter(torch.zeros(F, **kw))
         if cfg.architecture == "gated":
@@ -130,6 +151,11 @@ class SAE(nn.Module):
     @property
     def d_sae(self) -> int:
         return self.cfg.d_sae
+
+    @property
+    def d_out(self) -> int:
+        """The width of what the decoder writes: ``d_in`` for an SAE, the output width of a transcoder."""
+        return self.cfg.d_out or self.cfg.d_in
 
     @property
     def architecture(self) -> str:
@@ -151,7 +177,8 @@ class SAE(nn.Module):
     def extra_repr(self) -> str:
         c = self.cfg
         k = f", k={c.k}" if c.architecture == "topk" else ""
-        return f"d_in={c.d_in}, d_sae={c.d_sae}, architecture={c.architecture}{k}, normalize={c.normalize}"
+        out = f", transcoder to d_out={self.d_out}{' with skip' if c.skip else ''}" if c.transcoder else ""
+        return f"d_in={c.d_in}, d_sae={c.d_sae}, architecture={c.architecture}{k}, normalize={c.normalize}{out}"
 
     # ------------------------------------------------------------------ normalisation
     def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -312,17 +339,25 @@ class SAE(nn.Module):
         f: torch.Tensor,
         shift: torch.Tensor | None = None,
         scale: torch.Tensor | None = None,
+        x: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Reconstruction ``f @ W_dec + b_dec``, un-normalised with the input's ``shift``/``scale``
-        (from :meth:`normalize`) when the SAE normalises its input."""
-        return self.denormalize(f @ self.W_dec + self.b_dec, shift, scale)
+        (from :meth:`normalize`) when the SAE normalises its input. A skip transcoder adds
+        ``x @ W_skip.T`` of its input ``x`` (required for it)."""
+        out = self.denormalize(f @ self.W_dec + self.b_dec, shift, scale)
+        if self.cfg.skip:
+            if x is None:
+                raise ValueError("a skip transcoder's decode needs its input x (for x @ W_skip.T)")
+            out = out + x @ self.W_skip.T
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``decode(encode(x))`` with the input's own normalisation undone."""
+        """``decode(encode(x))`` with the input's own normalisation undone (a transcoder's output
+        prediction, its skip connection included)."""
         x_n, shift, scale = self.normalize(x)
         x_in = self.encoder_input(x_n)
         f = self.activate(self.pre_activation(x_in), x_in)
-        return self.decode(f, shift, scale)
+        return self.decode(f, shift, scale, x=x)
 
     # ------------------------------------------------------------------ helpers
     def fold_input_scale(self, s: float) -> None:
