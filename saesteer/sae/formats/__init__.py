@@ -33,11 +33,22 @@ READERS: dict[str, str] = {
     "gemmascope": "saesteer.sae.formats.gemmascope",
     "dictionary_learning": "saesteer.sae.formats.dictionary_learning",
     "sarm": "saesteer.sae.formats.sarm",
+    "llamascope": "saesteer.sae.formats.llamascope",
+    "llamascope_r1": "saesteer.sae.formats.llamascope_r1",
+    "gemmascope2": "saesteer.sae.formats.gemmascope2",
+    "qwenscope": "saesteer.sae.formats.qwenscope",
+    "deepseek_r1": "saesteer.sae.formats.deepseek_r1",
+    "goodfire": "saesteer.sae.formats.goodfire",
 }
 _ALIASES = {
     "sae_lens": "saelens", "sae-lens": "saelens", "gemma_scope": "gemmascope", "gemma-scope": "gemmascope",
     "eai-sparsify": "sparsify", "eleuther": "sparsify", "dictionary-learning": "dictionary_learning",
     "dictlearn": "dictionary_learning",
+    # sae-lens's conversion_func names, and spellings of the family names
+    "gemma_2": "gemmascope", "dictionary_learning_1": "dictionary_learning", "llama_scope": "llamascope",
+    "llama-scope": "llamascope", "llama_scope_r1_distill": "llamascope_r1", "gemma_3": "gemmascope2",
+    "gemma_scope_2": "gemmascope2", "gemma-scope-2": "gemmascope2", "qwen_scope": "qwenscope",
+    "qwen-scope": "qwenscope", "deepseek": "deepseek_r1", "deepseek-r1": "deepseek_r1",
 }
 #: file suffixes that can only be read by unpickling (running code from the file)
 PICKLE_SUFFIXES = (".pkl", ".pickle")
@@ -190,11 +201,38 @@ def _describe(folder: Path) -> str:
     return shown or "(empty)"
 
 
+def looked_for() -> str:
+    """Every format :func:`detect_format` looks for, with the files that make it (for error messages)."""
+    return "; ".join(f"{name} ({getattr(_reader(name), 'LAYOUT', '?')})" for name in READERS)
+
+
+def _detect_file(p: Path) -> str | None:
+    suffix = p.suffix.lower()
+    if p.name == "sae_weights.safetensors":  # SAELens (cfg.json) or Llama Scope R1-Distill (config.json)
+        return "llamascope_r1" if _reader("llamascope_r1").detect(p.parent) else "saelens"
+    if p.name == "sae.safetensors":
+        return "sparsify"
+    if p.name == "final.safetensors" and p.parent.name == "checkpoints":  # Llama Scope
+        return "llamascope" if _reader("llamascope").detect(p.parent.parent) else None
+    if suffix == ".npz":
+        return "gemmascope"
+    if suffix in (".pt", ".pth"):
+        from saesteer.sae.formats import torchfile
+
+        return torchfile.family(p)
+    if suffix == ".safetensors":
+        if _reader("sarm").detect(p):
+            return "sarm"
+        if _reader("gemmascope2").is_params_file(p, safetensors_keys(p)):
+            return "gemmascope2"
+    return None
+
+
 def detect_format(path: str | os.PathLike, *, hookpoint: str | None = None) -> str:
     """Name of the format of the SAE at ``path`` (a folder, or one weights file).
 
-    Looks at file names and, where needed, a json or a safetensors header; never loads tensors.
-    Returns one of ``saelens``, ``sparsify``, ``gemmascope``, ``dictionary_learning``, ``sarm``.
+    Looks at file names and, where needed, a json, a safetensors header or the strings of a torch
+    file's pickle (read without unpickling); never loads tensors. Returns a name of :data:`READERS`.
     A folder that only holds SAEs in sub-folders is reported with their names (pass ``subfolder=``
     or ``hookpoint=``); a sparsify parent folder is returned as ``sparsify`` (its reader picks the
     hookpoint).
@@ -204,19 +242,11 @@ def detect_format(path: str | os.PathLike, *, hookpoint: str | None = None) -> s
         raise SAEFormatError(f"no such file or folder: {p}")
     if p.is_file():
         refuse_pickle(p)
-        suffix = p.suffix.lower()
-        if p.name == "sae_weights.safetensors":
-            return "saelens"
-        if p.name == "sae.safetensors":
-            return "sparsify"
-        if suffix == ".npz":
-            return "gemmascope"
-        if suffix in (".pt", ".pth"):
-            return "dictionary_learning"
-        if suffix == ".safetensors" and _reader("sarm").detect(p):
-            return "sarm"
+        found = _detect_file(p)
+        if found:
+            return found
         raise SAEFormatError(
-            f"cannot tell the SAE format of the file {p}; known formats: {', '.join(READERS)} "
+            f"cannot tell the SAE format of the file {p}; looked for: {looked_for()} "
             "(pass the folder holding it, or format=...)"
         )
     if hookpoint and (p / hookpoint).is_dir():
@@ -243,12 +273,7 @@ def detect_format(path: str | os.PathLike, *, hookpoint: str | None = None) -> s
             f"{p} only holds pickle files ({', '.join(pickles)}); unpickling can execute code, so "
             "saesteer refuses to read them (unsafe)"
         )
-    raise SAEFormatError(
-        f"cannot recognise an SAE in {p}; found: {_describe(p)}. Known formats: "
-        "saelens (cfg.json + sae_weights.safetensors), sparsify (cfg.json + sae.safetensors, or one "
-        "sub-folder per hookpoint), gemmascope (params.npz), dictionary_learning (ae.pt [+ config.json]), "
-        "sarm (safetensors with pre_bias/latent_bias/encoder/decoder)"
-    )
+    raise SAEFormatError(f"cannot recognise an SAE in {p}; found: {_describe(p)}. Looked for: {looked_for()}")
 
 
 def _looks_local(s: str) -> bool:
@@ -265,6 +290,7 @@ def load_sae(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     format: str | None = None,  # noqa: A002 - the public keyword the docs use
+    k: int | None = None,
 ) -> SAE:
     """Load an SAE from a local folder/file or a HuggingFace hub id, in eval mode.
 
@@ -274,8 +300,9 @@ def load_sae(
     ``"release/sae_id"`` as one string; see :mod:`saesteer.sae.formats.releases`). ``sae_id`` is the
     same as ``subfolder=`` for paths and hub repos. ``subfolder`` is joined to the path;
     ``hookpoint`` picks one SAE of a folder holding several (sparsify layout). ``dtype`` defaults to
-    float32 whatever the file stores. Cost: reads the weights once (for sharded reward-model
-    checkpoints, only the SAE tensors); a hub id may download the files first.
+    float32 whatever the file stores. ``k``: the TopK k of a file that does not record it (a Qwen
+    Scope ``layer<n>.sae.pt`` outside a folder named like its repo). Cost: reads the weights once (for
+    sharded reward-model checkpoints, only the SAE tensors); a hub id may download the files first.
     """
     extra: dict[str, Any] = {}
     if sae_id is not None:
@@ -299,13 +326,27 @@ def load_sae(
     reader = _reader(name)
     if hookpoint and p.is_dir() and (p / hookpoint).is_dir() and reader.NAME != "sparsify":
         p = p / hookpoint
+    opts: dict[str, Any] = {}
+    if k is not None:
+        import inspect
+
+        if "k" not in inspect.signature(reader.load).parameters:
+            raise SAEFormatError(f"k= is only for SAE files that do not record their TopK k (Qwen Scope); {p} is "
+                                 f"a {reader.NAME} SAE")
+        opts["k"] = k
     try:
-        sae = reader.load(p, hookpoint=hookpoint)
+        sae = reader.load(p, hookpoint=hookpoint, **opts)
     except SAEFormatError:
         raise
     except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:  # a reader that missed a case
         raise SAEFormatError(f"{p}: malformed {reader.NAME} SAE ({type(e).__name__}: {e})") from e
     _apply_extra(sae, extra)
+    if sae.cfg.metadata.get("input_scale_unknown"):
+        import warnings
+
+        warnings.warn(f"{p}: this SAE reads activations multiplied by a dataset-wide norm scaling factor that its "
+                      "files do not hold (sae-lens keeps it in its release list); it is left unscaled. Load it by "
+                      "its SAELens release name to fold the factor in, or call sae.fold_input_scale(s)", stacklevel=2)
     from saesteer.labels import FeatureLabels
 
     sae.labels = FeatureLabels.find(p if p.is_dir() else p.parent)
@@ -322,6 +363,7 @@ def _apply_extra(sae: SAE, extra: dict[str, Any]) -> None:
     if scale is not None and md.get("normalize_activations") == "expected_average_only_in":
         if "folded_input_scale" not in md:
             sae.fold_input_scale(float(scale))
+            md.pop("input_scale_unknown", None)
     for key in ("model_name", "hook_name"):
         if extra.get(key) and not getattr(sae.cfg, key):
             setattr(sae.cfg, key, extra[key])

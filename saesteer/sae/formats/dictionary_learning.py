@@ -38,10 +38,11 @@ from typing import Any
 import torch
 
 from saesteer.errors import SAEFormatError
-from saesteer.sae.formats import build_sae, read_json, torch_load_weights
+from saesteer.sae.formats import build_sae, read_json
 from saesteer.sae.module import SAE, SAEConfig
 
 NAME = "dictionary_learning"
+LAYOUT = "ae.pt [+ config.json]"
 WEIGHTS_FILE = "ae.pt"
 CONFIG_FILE = "config.json"
 CLASSES = ("AutoEncoder", "AutoEncoderNew", "AutoEncoderTopK", "BatchTopKSAE", "MatryoshkaBatchTopKSAE",
@@ -168,18 +169,26 @@ def convert(sd: dict[str, torch.Tensor], cls: str, trainer: dict[str, Any]) -> t
     return cfg, t
 
 
-def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - one SAE per folder
-    """Read ``ae.pt`` with ``torch.load(weights_only=True)`` (+ ``config.json`` beside it)."""
-    file = path if path.is_file() else path / WEIGHTS_FILE
-    sd = torch_load_weights(file)
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise SAEFormatError(f"{file} is not a state dict of tensors")
-    from saesteer.sae.formats import sarm
+def load(path: Path, *, hookpoint: str | None = None, k: int | None = None) -> SAE:  # noqa: ARG001
+    """Read ``ae.pt`` with ``torch.load(weights_only=True)`` (+ ``config.json`` beside it). A torch
+    file whose keys belong to another family (SARM, Qwen Scope, Goodfire, DeepSeek R1: see
+    :mod:`~saesteer.sae.formats.torchfile`) is handed to that reader (``k`` only to Qwen Scope's)."""
+    from saesteer.sae.formats import torchfile
 
-    if sarm.find_prefix(list(sd)):  # a SARM SAE saved as a .pt state dict (what SARM's merge step reads)
-        return sarm.from_state_dict(sd, file)
+    file = path if path.is_file() else path / WEIGHTS_FILE
+    sd = torchfile.state_dict(file)
+    other = torchfile.family_of_state_dict(sd, file)
+    if other == "qwenscope":
+        from saesteer.sae.formats import qwenscope
+
+        return qwenscope.from_state_dict(sd, file, k=k)
+    if k is not None:
+        raise SAEFormatError(f"k= is only for SAE files that do not record their TopK k (Qwen Scope); {file} is "
+                             "not one")
+    if other != NAME:
+        import importlib
+
+        return importlib.import_module(f"saesteer.sae.formats.{other}").from_state_dict(sd, file)
     cfg_file = file.parent / CONFIG_FILE
     trainer: dict[str, Any] = {}
     if cfg_file.is_file():

@@ -84,3 +84,16 @@ def widths(where: Any, d_in: int, d_sae: int, W_enc: torch.Tensor) -> None:
     if W_enc.ndim != 2 or tuple(W_enc.shape) != (d_in, d_sae):
         raise SAEFormatError(f"{where}: the config says d_in={d_in}, d_sae={d_sae} but W_enc has shape "
                              f"{tuple(W_enc.shape)}")
+
+
+def shaped(tensors: dict[str, torch.Tensor], key: str, where: Any, shape: tuple[int, ...],
+           what: str = "") -> torch.Tensor:
+    """``tensors[key]`` as fp32 when it has exactly ``shape``; else SAEFormatError naming the file, the
+    tensor, its shape and the one expected (``what`` says where the expected widths come from)."""
+    t = tensor(tensors, key, where)
+    if not isinstance(t, torch.Tensor):
+        raise SAEFormatError(f"{where}: {key!r} is not a tensor ({type(t).__name__})")
+    if tuple(t.shape) != tuple(shape):
+        raise SAEFormatError(f"{where}: tensor {key!r} has shape {tuple(t.shape)}, expected {tuple(shape)}"
+                             + (f" ({what})" if what else ""))
+    return t.to(torch.float32) if t.is_floating_point() else t

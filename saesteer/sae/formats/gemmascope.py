@@ -6,7 +6,10 @@ Gemma Scope release): ``params.npz`` holds ``W_enc [d,F]``, ``W_dec [F,d]``, ``b
 ``relu(z) * (z > threshold)`` with ``z = x @ W_enc + b_enc`` (``b_dec`` is *not* subtracted from the
 input). Folders are ``layer_L/width_W/average_l0_N``; residual repos (``gemma-scope-*-res``) read
 ``blocks.L.hook_resid_post``, MLP repos ``blocks.L.hook_mlp_out``, attention repos
-``blocks.L.attn.hook_z``.
+``blocks.L.attn.hook_z``. Residual repos also hold ``embedding/width_W/average_l0_N``: hook
+``hook_embed``, and sae-lens's loader rescales those (``"embedding" in folder_name``) for how they were
+trained: ``W_enc /= sqrt(d)``, ``W_dec *= sqrt(d)`` (``d`` the model width, the SAE's ``d_in``;
+``b_enc``, ``b_dec`` and the threshold unchanged); so does saesteer.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from saesteer.sae.formats import build_sae, read_npz
 from saesteer.sae.module import SAE, SAEConfig
 
 NAME = "gemmascope"
+LAYOUT = "params.npz"
 WEIGHTS_FILE = "params.npz"
 _LAYOUT = re.compile(r"layer_(\d+)/width_([^/]+)/average_l0_(\d+)")
+_EMBEDDING = re.compile(r"(?:^|/)embedding/width_([^/]+)/average_l0_(\d+)")
 _REPO = re.compile(r"gemma-scope-(2b|9b|27b)-(pt|it)-(res|mlp|att)")
 
 
@@ -46,6 +51,11 @@ def _names(path: Path) -> tuple[str | None, str | None, dict[str, object]]:
                 "att": f"blocks.{layer}.attn.hook_z"}[kind]
         if kind == "att":
             meta["reshape_activations"] = "hook_z"
+    e = _EMBEDDING.search(s)
+    if e and not m:
+        meta.update({"embedding": True, "width": e.group(1), "average_l0": int(e.group(2))})
+        if kind == "res":
+            hook = "hook_embed"
     if repo:
         model = f"gemma-2-{repo.group(1)}" + ("-it" if repo.group(2) == "it" else "")
     return hook, model, meta
@@ -66,6 +76,10 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - 
         if not torch.allclose(s, torch.ones_like(s)):
             t["W_dec"] = t["W_dec"].to(torch.float32) * s.reshape(-1, 1)
             meta["folded_finetuning_scaling_factor"] = True
+    if meta.get("embedding"):  # as sae-lens's gemma_2_sae_huggingface_loader for embedding/ folders
+        r = float(d) ** 0.5
+        t["W_enc"], t["W_dec"] = t["W_enc"].to(torch.float32) / r, t["W_dec"].to(torch.float32) * r
+        meta["embedding_rescaled_by"] = r
     cfg = SAEConfig(
         d_in=int(d), d_sae=int(F), architecture="jumprelu", apply_b_dec_to_input=False,
         source_architecture="jumprelu", source_format=NAME, hook_name=hook, model_name=model, metadata=meta,

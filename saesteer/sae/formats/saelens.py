@@ -37,6 +37,7 @@ from saesteer.sae.formats.fields import Fields, tensor, widths
 from saesteer.sae.module import SAE, SAEConfig
 
 NAME = "saelens"
+LAYOUT = "cfg.json + sae_weights.safetensors"
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 #: sae-lens architectures we map onto our module

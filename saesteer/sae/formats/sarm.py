@@ -29,6 +29,7 @@ from saesteer.sae.formats import build_sae, read_json, read_safetensors, safeten
 from saesteer.sae.module import SAE, SAEConfig
 
 NAME = "sarm"
+LAYOUT = "safetensors or .pt with pre_bias/latent_bias/encoder/decoder"
 INDEX_FILE = "model.safetensors.index.json"
 _SKIP = ("sae_weights.safetensors", "sae.safetensors")
 
@@ -79,6 +80,10 @@ def _int_from_name(pattern: str, s: str) -> int | None:
 def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - one SAE per checkpoint
     """Read the SARM SAE from a safetensors file, or a folder (a reward-model checkpoint, sharded
     or not): only the four SAE tensors are read. The key prefix is found from the keys."""
+    if path.is_file() and path.suffix.lower() in (".pt", ".pth"):  # a .pt state dict (SARM's merge step)
+        from saesteer.sae.formats import torchfile
+
+        return from_state_dict(torchfile.state_dict(path), path)
     files = [path] if path.is_file() else _candidate_files(path)
     found: list[tuple[Path, str]] = []
     keys_of: dict[Path, list[str]] = {}

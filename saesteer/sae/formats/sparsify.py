@@ -28,6 +28,7 @@ from saesteer.sae.formats import build_sae, read_json, read_safetensors
 from saesteer.sae.module import SAE, SAEConfig
 
 NAME = "sparsify"
+LAYOUT = "cfg.json + sae.safetensors, or one sub-folder per hookpoint"
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
 
