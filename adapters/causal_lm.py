@@ -2,7 +2,7 @@
 heads): where the decoder layers live, and SAELens / sparsify hook names on them.
 
 Names accepted (``L`` may be negative, Python-style):
-``blocks.L.hook_resid_pre`` (input of decoder layer L), ``blocks.L.hook_resid_post`` (its output),
+``hook_embed`` (the token embedding's output), ``blocks.L.hook_resid_pre`` (input of decoder layer L), ``blocks.L.hook_resid_post`` (its output),
 ``blocks.L.hook_mlp_in`` (the MLP's input, what transcoders read), ``blocks.L.hook_mlp_out``,
 ``blocks.L.hook_attn_out``, ``blocks.L.attn.hook_z`` (the attention heads' outputs, concatenated: the
 input of the attention's output projection, ``[.., n_heads * d_head]``, which is what SAELens'
@@ -41,6 +41,7 @@ class DecoderLayout:
     mlp_out: str | None = None
     attn_out: str | None = None
     o_proj: str = "self_attn.o_proj"
+    embed: str = "embed_tokens"
 
 
 _GEMMA_POST_NORMS = dict(mlp_out="post_feedforward_layernorm", attn_out="post_attention_layernorm")
@@ -58,8 +59,8 @@ LAYOUTS: dict[str, DecoderLayout] = {
     "gemma3": DecoderLayout(layers="language_model.layers", norm="language_model.norm", **_GEMMA_POST_NORMS),
     "phi3": DecoderLayout(),
     "olmo2": DecoderLayout(),
-    "gpt2": DecoderLayout(layers="h", attn="attn", norm="ln_f", o_proj="attn.c_proj"),
-    "gpt_neox": DecoderLayout(attn="attention", norm="final_layer_norm", o_proj="attention.dense"),
+    "gpt2": DecoderLayout(layers="h", attn="attn", norm="ln_f", o_proj="attn.c_proj", embed="wte"),
+    "gpt_neox": DecoderLayout(attn="attention", norm="final_layer_norm", o_proj="attention.dense", embed="embed_in"),
 }
 
 
@@ -98,6 +99,13 @@ class DecoderAdapter(Adapter):
         return getattr(text, "hidden_size", None)
 
     def resolve_named(self, model: nn.Module, name: str) -> HookPoint | None:
+        if name == "hook_embed":  # the token embedding's output (GPT-2: wte only, not the position embedding)
+            lay = self.layout(model)
+            mod = _sub(self.base(model), lay.embed)
+            if mod is None:
+                raise HookError(f"'hook_embed': {type(model).__name__} has no '{lay.embed}' module")
+            path = next((n for n, m in model.named_modules() if m is mod), lay.embed)
+            return HookPoint("hook_embed", path, mod, io="output", width=self.width(model))
         m = _SAELENS.match(name)
         if not m:
             return None

@@ -188,8 +188,8 @@ WRITERS: dict[tuple[str, str], Callable[[Path, torch.Generator], Case]] = {
     ("goodfire", "70b"): lambda r, g: _goodfire(r, g, big=True),
     ("gemmascope", "embedding"): _gemma2_embedding,
 }
-#: the variants that load into saesteer's SAE (transcoders are refused) and how the README names them
-PARITY = [k for k in WRITERS if "transcoder" not in k[1]]
+#: the variants compared with sae-lens (every one that loads; Gemma Scope 2 per-layer transcoders included)
+PARITY = list(WRITERS)
 
 
 @contextlib.contextmanager
@@ -250,7 +250,7 @@ def compare(case: Case, n: int = 256, seed: int = 1) -> dict[str, Any]:
     x = torch.randn(n, ours.d_in, generator=torch.Generator().manual_seed(seed)) * case.x_scale
     with torch.no_grad():
         f_sl = sl.encode(x)
-        xh_sl = sl.decode(f_sl)
+        xh_sl = sl(x)  # decode(encode(x)), a skip transcoder's skip connection included
         f, xh = ours.encode(x), ours(x)
     return {
         "family": case.family, "layout": case.layout, "encode": float((f - f_sl).abs().max()),

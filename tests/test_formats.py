@@ -105,14 +105,41 @@ def test_saelens_expected_average_only_in_folds_stored_scale(tmp_path):
     torch.testing.assert_close(sae(x).detach(), (ref_f @ t["W_dec"] + t["b_dec"]) / 2.5, **TOL)
 
 
-@pytest.mark.parametrize("arch", ["transcoder", "skip_transcoder", "temporal"])
-def test_saelens_refuses_transcoders(tmp_path, arch):
-    t = {"W_enc": rand(D, F), "b_enc": rand(F), "W_dec": rand(F, 6), "b_dec": rand(6)}
+def test_saelens_refuses_temporal_saes(tmp_path):
+    t = {"W_enc": rand(D, F), "b_enc": rand(F), "W_dec": rand(F, D), "b_dec": rand(D)}
     save_file(t, str(tmp_path / "sae_weights.safetensors"))
-    (tmp_path / "cfg.json").write_text(json.dumps({"d_in": D, "d_sae": F, "d_out": 6, "architecture": arch,
+    (tmp_path / "cfg.json").write_text(json.dumps({"d_in": D, "d_sae": F, "architecture": "temporal",
                                                     "metadata": {"sae_lens_version": "6.2.0"}}))
     with pytest.raises(SAEFormatError, match="not supported"):
         load_sae(tmp_path)
+
+
+@pytest.mark.parametrize("arch", ["transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder"])
+def test_saelens_transcoders_round_trip_with_sae_lens(tmp_path, arch):
+    """saesteer writes sae-lens transcoders that sae-lens loads, and reads them back: same forward."""
+    from sae_lens import SAE as SaeLensSAE
+
+    from saesteer.sae.module import SAE, SAEConfig
+
+    torch.manual_seed(21)
+    act, skip = ("jumprelu" if arch.startswith("jumprelu") else "relu"), "skip" in arch
+    tc = SAE(SAEConfig(d_in=D, d_sae=F, architecture=act, apply_b_dec_to_input=False, d_out=6, skip=skip,
+                       hook_name="blocks.1.hook_mlp_in", hook_name_out="blocks.1.hook_mlp_out"))
+    with torch.no_grad():
+        for p in tc.parameters():
+            p.copy_(rand(*p.shape))
+        if act == "jumprelu":
+            tc.threshold.copy_(torch.rand(F) * 0.1)
+    save_sae(tc, tmp_path / "tc")
+    assert json.loads((tmp_path / "tc" / "cfg.json").read_text())["architecture"] == arch
+    theirs = SaeLensSAE.load_from_disk(str(tmp_path / "tc"))
+    back = load_sae(tmp_path / "tc")
+    assert (back.cfg.d_out, back.cfg.skip, back.cfg.hook_name_out) == (6, skip, "blocks.1.hook_mlp_out")
+    x = rand(5, D)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), theirs(x), **TOL)
+        torch.testing.assert_close(back.encode(x), theirs.encode(x), **TOL)
+        torch.testing.assert_close(tc(x), back(x), **TOL)
 
 
 # ------------------------------------------------------------------------------ Gemma Scope
@@ -527,6 +554,23 @@ def test_hub_owner_repo_folder_form_and_saelens_release(fake_hub):
         assert torch.equal(sae2.W_enc, sae.W_enc)
     with pytest.raises(SAEFormatError, match="needs an SAE id.*layer_0/width_16k/canonical"):
         load_sae("gemma-scope-2b-pt-res-canonical")
+
+
+def test_release_whose_sae_is_one_file_downloads_that_file(fake_hub):
+    """DeepSeek R1, Qwen Scope and Goodfire releases name a file, not a folder: only it is fetched."""
+    remote, fetched = fake_hub
+    torch.manual_seed(16)
+    repo = remote / "qresearch/DeepSeek-R1-Distill-Llama-8B-SAE-l19"
+    repo.mkdir(parents=True)
+    t = {"encoder.weight": rand(F, D), "encoder.bias": rand(F), "decoder.weight": rand(D, F), "decoder.bias": rand(D)}
+    torch.save(t, repo / "DeepSeek-R1-Distill-Llama-8B-SAE-l19.pt")
+    torch.save({"other": rand(3)}, repo / "unrelated.pt")
+    sae = load_sae("deepseek-r1-distill-llama-8b-qresearch", "blocks.19.hook_resid_post")
+    assert sae.cfg.hook_name == "blocks.19.hook_resid_post" and sae.cfg.source_format == "deepseek_r1"
+    assert sae.cfg.metadata["neuronpedia_id"] == "deepseek-r1-distill-llama-8b/19-qresearch-res-65k"
+    x = rand(3, D)
+    torch.testing.assert_close(sae.encode(x).detach(), torch.relu(x @ t["encoder.weight"].T + t["encoder.bias"]), **TOL)
+    assert fetched == ["qresearch/DeepSeek-R1-Distill-Llama-8B-SAE-l19/DeepSeek-R1-Distill-Llama-8B-SAE-l19.pt"]
 
 
 def test_release_names_without_sae_lens_use_the_shipped_table(fake_hub, monkeypatch):

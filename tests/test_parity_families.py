@@ -43,7 +43,10 @@ def test_family_encodes_and_decodes_as_sae_lens(tmp_path, family, variant):
     torch.testing.assert_close(r["f"], r["f_sl"], **TOL)
     torch.testing.assert_close(r["xh"], r["xh_sl"], **TOL)
     with torch.no_grad():  # sae-lens's own features decode to its reconstruction
-        torch.testing.assert_close(r["ours"].decode(r["f_sl"]), r["xh_sl"], **TOL)
+        x_skip = None
+        if r["ours"].cfg.skip:
+            x_skip = torch.randn(256, r["ours"].d_in, generator=torch.Generator().manual_seed(1)) * case.x_scale
+        torch.testing.assert_close(r["ours"].decode(r["f_sl"], x=x_skip), r["xh_sl"], **TOL)
     ours, sl = r["ours"], r["sae_lens"]
     assert r["hook"] == r["hook_sae_lens"]
     assert ours.cfg.model_name == (sl.cfg.metadata.model_name if case.model_in_files else None)
@@ -107,7 +110,9 @@ def test_sae_weights_safetensors_tells_saelens_from_r1_distill(tmp_path):
 
 # ----------------------------------------------------------------------- Gemma Scope 2 transcoders
 @pytest.mark.parametrize("variant", ["transcoder", "transcoder_affine"])
-def test_gemma3_transcoders_are_read_as_sae_lens_reads_them_then_refused(tmp_path, variant):
+def test_gemma3_transcoders_are_read_as_sae_lens_reads_them(tmp_path, variant):
+    """Per-layer transcoders load as transcoders: MLP input -> MLP output, W_skip for affine ones; the
+    forward parity with sae-lens's JumpReLU(Skip)Transcoder is in the family parity test above."""
     case = ff.write("gemmascope2", tmp_path, variant)
     cfg_sl, sd_sl = ff.sae_lens_load(case)
     cfg, sd = gemmascope2.read(case.local)
@@ -120,8 +125,10 @@ def test_gemma3_transcoders_are_read_as_sae_lens_reads_them_then_refused(tmp_pat
     assert set(sd) == set(sd_sl) and ("W_skip" in sd) == (variant == "transcoder_affine")
     for k in sd:
         assert torch.equal(sd[k], sd_sl[k]), k
-    with pytest.raises(SAEFormatError, match="transcoder.*hook_mlp_in.*hook_mlp_out.*cannot steer it yet"):
-        load_sae(case.local)
+    sae = load_sae(case.local)
+    assert sae.cfg.transcoder and sae.cfg.skip == (variant == "transcoder_affine")
+    assert (sae.cfg.hook_name, sae.cfg.hook_name_out, sae.d_out) == ("blocks.12.hook_mlp_in", "blocks.12.hook_mlp_out",
+                                                                    cfg["d_out"])
 
 
 def test_gemma3_cross_layer_transcoder_file_is_refused(tmp_path):
@@ -137,6 +144,8 @@ def test_gemma3_cross_layer_transcoder_file_is_refused(tmp_path):
 
 
 def test_gemma3_sae_with_a_skip_connection_or_other_output_width_is_refused(tmp_path):
+    """A resid_post / mlp_out / attn_out folder is an SAE: a skip connection or another output width
+    there is no layout Gemma Scope 2 ships, so it is refused instead of read half."""
     case = ff.write("gemmascope2", tmp_path)
     t = load_file(str(case.weights))
     save_file({**t, "affine_skip_connection": torch.zeros(ff.D, ff.D)}, str(case.weights))
@@ -338,3 +347,47 @@ def test_each_family_folder_is_claimed_by_its_reader_only(tmp_path):
             warnings.simplefilter("error")
             claims = [n for n in READERS if _reader(n).detect(folder)]
         assert claims == [family], (family, variant, claims)
+
+
+# ----------------------------------------------------------------------- every family steers a model
+def _host_for(sae):
+    """A tiny random host whose widths and depth fit the SAE's own hook (Gemma 2 for Gemma Scope)."""
+    import re
+
+    import transformers as tf
+
+    from tiny import _common
+
+    hook = sae.cfg.hook_name
+    m = re.match(r"^blocks\.(\d+)\.", hook or "")
+    layers = int(m.group(1)) + 1 if m else 1
+    kw = _common(hidden_size=sae.d_in if "hook_z" not in hook else ff.D, intermediate_size=32,
+                 num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2)
+    if sae.cfg.source_format in ("gemmascope2", "gemmascope"):
+        head_dim = sae.d_in // 4 if "hook_z" in hook else ff.D // 4  # hook_z is n_heads x d_head wide
+        cfg = tf.Gemma2Config(**kw, head_dim=head_dim, query_pre_attn_scalar=head_dim, sliding_window=16)
+    else:
+        cfg = tf.LlamaConfig(**kw)
+    torch.manual_seed(0)
+    return tf.AutoModelForCausalLM.from_config(cfg).eval()
+
+
+@pytest.mark.parametrize("family,variant", ff.PARITY, ids=_ids(ff.PARITY))
+def test_every_family_attaches_at_its_own_hook_and_steers(tmp_path, family, variant):
+    import saesteer
+    from tiny import batch
+
+    case = ff.write(family, tmp_path, variant)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sae = load_sae(case.local, **case.load_kw)
+    lm = _host_for(sae)
+    sm = saesteer.wrap(lm, sae)  # at the hook the file records, no hook= needed
+    assert sm.attachment_name() == sae.cfg.hook_name
+    b = batch(B=2, T=6, left_pad=(2, 0))
+    with torch.no_grad():
+        bare = lm(**b).logits
+        assert torch.equal(sm(**b).logits, bare)
+        f = int(sae.W_dec.norm(dim=-1).argmax())
+        steered = sm(**b, edits={f: 50.0}).logits
+    assert not torch.allclose(steered, bare, atol=1e-3)

@@ -202,37 +202,50 @@ def read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return info.cfg, sd
 
 
-def _refuse_transcoder(info: Files) -> None:
-    c, s = info.cfg, info.shapes
-    skip = "affine_skip_connection" in s
-    if info.transcoder or skip or ("w_dec" in s and s["w_dec"][-1] != c["d_in"]) or len(s.get("w_dec", ())) == 3:
-        kind = "cross-layer transcoder (CLT)" if "clt" in info.folder_name or len(s.get("w_dec", ())) == 3 else \
-            "transcoder"
-        out = c.get("hook_name_out") or "another hook"
-        d_out = c.get("d_out", s.get("w_dec", (None,))[-1])
+def _refuse_clt(info: Files) -> None:
+    """A cross-layer transcoder writes every later layer (a 3-D ``w_dec``); sae-lens sums those writes
+    into one, which is not what the model computed with it: refused, naming what would be needed."""
+    s = info.shapes
+    if "clt" in info.folder_name or len(s.get("w_dec", ())) == 3:
         raise SAEFormatError(
-            f"{info.weights}: a Gemma Scope 2 {kind} ({c['architecture']}: reads {c['hook_name']}, writes {out}; "
-            f"d_in={c['d_in']}, d_out={d_out}, W_skip {'yes' if skip else 'no'}). saesteer's SAE reads and writes one "
-            "hook (d_out == d_in, no skip connection), so this version cannot steer it yet; residual-stream, mlp_out "
-            "and attn_out SAEs of Gemma Scope 2 load")
+            f"{info.weights}: a Gemma Scope 2 cross-layer transcoder (CLT): its decoder writes layer "
+            f"{info.cfg['hook_name']} and every layer after it (w_dec {tuple(s.get('w_dec', ()))}). saesteer steers "
+            "a transcoder's own layer only and will not sum the cross-layer writes into one as sae-lens does; "
+            "per-layer transcoders (transcoder/...) load")
 
 
 def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - one SAE per folder
-    """Read a Gemma Scope 2 SAE folder (or its safetensors file) into an fp32 JumpReLU SAE; a
-    transcoder / CLT is refused after reading only its config and header."""
+    """Read a Gemma Scope 2 SAE folder (or its safetensors file) into an fp32 JumpReLU SAE or, for
+    ``transcoder/`` folders, a JumpReLU transcoder (skip connection included for affine ones); a
+    cross-layer transcoder is refused after reading only its config and header."""
     info = describe(path)
-    _refuse_transcoder(info)
-    t = read_safetensors(info.weights)
+    _refuse_clt(info)
     c, file = info.cfg, info.weights
+    meta: dict[str, Any] = {"folder_name": info.folder_name, "hf_hook_name": c["hf_hook_name"]}
+    m = re.search(r"width_(\w+?)_l0_(\w+?)(?:_affine)?$", info.folder_name)
+    if m:
+        meta.update({"width": m.group(1), "l0": m.group(2)})
+    if info.transcoder:  # reads the MLP input, writes the MLP output (after Gemma's post-feedforward norm)
+        _, sd = read(path)
+        d, F, d_out = c["d_in"], c["d_sae"], c.get("d_out") or int(sd["W_dec"].shape[-1])
+        cfg = SAEConfig(
+            d_in=d, d_sae=F, architecture="jumprelu", apply_b_dec_to_input=False, source_architecture=c["architecture"],
+            source_format=NAME, hook_name=c["hook_name"], model_name=c["model_name"], metadata=meta,
+            d_out=d_out, hook_name_out=c.get("hook_name_out"), skip="W_skip" in sd,
+        )
+        return build_sae(cfg, sd)
+    shapes = info.shapes
+    skip, d_out = "affine_skip_connection" in shapes, (shapes.get("w_dec") or [None])[-1]
+    if skip or d_out != c["d_in"]:
+        raise SAEFormatError(f"{file}: a {info.folder_name.split('/')[0]} SAE of Gemma Scope 2 reads and writes one hook, "
+                             f"but this file has d_in={c['d_in']}, d_out={d_out}, W_skip {'yes' if skip else 'no'}: only "
+                             "transcoder/ folders hold transcoders")
+    t = read_safetensors(info.weights)
     d, F = c["d_in"], c["d_sae"]
     why = f"d_in={d}, d_sae={F} from w_enc"
     tensors = {"W_enc": shaped(t, "w_enc", file, (d, F), why), "W_dec": shaped(t, "w_dec", file, (F, d), why),
                "b_enc": shaped(t, "b_enc", file, (F,), why), "b_dec": shaped(t, "b_dec", file, (d,), why),
                "threshold": shaped(t, "threshold", file, (F,), why)}
-    meta: dict[str, Any] = {"folder_name": info.folder_name, "hf_hook_name": c["hf_hook_name"]}
-    m = re.search(r"width_(\w+?)_l0_(\w+?)(?:_affine)?$", info.folder_name)
-    if m:
-        meta.update({"width": m.group(1), "l0": m.group(2)})
     cfg = SAEConfig(
         d_in=d, d_sae=F, architecture="jumprelu", apply_b_dec_to_input=False, source_architecture="jumprelu",
         source_format=NAME, hook_name=c["hook_name"], model_name=c["model_name"], metadata=meta,

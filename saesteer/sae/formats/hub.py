@@ -27,6 +27,8 @@ from saesteer.errors import HubUnavailableError, SAEFormatError
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 #: what an SAE folder can need; large unrelated files (optimizer state, pickles) are left out
 _WANTED = ("*.json", "*.safetensors", "*.npz", "*.pt", "*.pth", "*.yaml", "*.md")
+#: a release path with one of these suffixes names a single weights file, not a folder
+_FILE_SUFFIXES = (".pt", ".pth", ".safetensors", ".npz")
 _IGNORED = ("optimizer_*", "lr_scheduler_*", "*state.pt", "rank_*", "*.pkl", "*.pickle", "*.bin")
 
 
@@ -99,6 +101,11 @@ def _fetch(repo_id: str, folder: str, hookpoint: str | None, what: str) -> Path:
     from huggingface_hub import snapshot_download
 
     dl = partial(snapshot_download, repo_id, ignore_patterns=list(_IGNORED), local_files_only=not hub_reachable())
+    if Path(folder).suffix.lower() in _FILE_SUFFIXES:  # a release whose SAE is one file (Qwen Scope, DeepSeek, Goodfire)
+        file = Path(dl(allow_patterns=[folder])) / folder
+        if not file.is_file():
+            raise HubUnavailableError(f"{what}: the repo has no file {folder!r}")
+        return file
     base = f"{folder}/" if folder else ""
     root = Path(dl(allow_patterns=[f"{base}*.json"]))  # configs only: small
     here = root / folder if folder else root

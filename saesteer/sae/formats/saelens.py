@@ -45,11 +45,10 @@ _ARCH = {
     "standard": "relu", "jumprelu": "jumprelu", "topk": "topk", "gated": "gated",
     "batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu",
 }
+#: sae-lens transcoder architectures -> (activation, has a skip connection)
+_TRANSCODERS = {"transcoder": ("relu", False), "skip_transcoder": ("relu", True),
+                "jumprelu_transcoder": ("jumprelu", False), "jumprelu_skip_transcoder": ("jumprelu", True)}
 _REFUSED = {
-    "transcoder": "a transcoder (d_out may differ from d_in; output is not a reconstruction)",
-    "skip_transcoder": "a transcoder with a skip connection",
-    "jumprelu_transcoder": "a transcoder",
-    "jumprelu_skip_transcoder": "a transcoder with a skip connection",
     "temporal": "a temporal SAE (its encoding depends on earlier tokens)",
     "matching_pursuit": "a matching-pursuit SAE (iterative, not a one-layer encoder)",
     "abstopk": "an AbsTopK SAE (top-k by |z| keeping signs)",
@@ -85,9 +84,10 @@ def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
 def _refuse(arch: str, cfg: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path) -> None:
     if arch in _REFUSED:
         raise SAEFormatError(f"{path}: architecture {arch!r} is {_REFUSED[arch]}; not supported yet")
-    if "W_skip" in tensors or ("d_out" in cfg and cfg["d_out"] != cfg.get("d_in")):
-        raise SAEFormatError(f"{path}: this is a transcoder (W_skip / d_out != d_in); not supported yet")
-    if arch not in _ARCH:
+    if arch not in _TRANSCODERS and ("W_skip" in tensors or ("d_out" in cfg and cfg["d_out"] != cfg.get("d_in"))):
+        raise SAEFormatError(f"{path}: {arch!r} with W_skip / d_out != d_in: a transcoder must say so in its "
+                             f"architecture ({', '.join(_TRANSCODERS)})")
+    if arch not in _ARCH and arch not in _TRANSCODERS:
         raise SAEFormatError(f"{path}: unknown sae-lens architecture {arch!r}; known: {', '.join(_ARCH)}")
     act = cfg.get("activation_fn")
     if arch == "standard" and act not in (None, "relu"):
@@ -108,7 +108,8 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - 
     tensors = {k: v.to(torch.float32) for k, v in tensors.items()}
     src_arch = f.text("architecture")
     _refuse(src_arch, cfg, tensors, folder)
-    arch = _ARCH[src_arch]
+    arch, skip = _TRANSCODERS.get(src_arch, (_ARCH.get(src_arch), False))
+    transcoder = src_arch in _TRANSCODERS
     meta_in = f.mapping("metadata")
     ours = f.mapping("saesteer")
     metadata: dict[str, Any] = {k: v for k, v in meta_in.items() if k not in ("hook_name", "model_name")}
@@ -132,6 +133,8 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - 
             out[name] = tensor(tensors, name, wfile)
     else:
         out["b_enc"] = tensors.get("b_enc", torch.zeros(d_sae))
+    if skip:
+        out["W_skip"] = tensor(tensors, "W_skip", wfile)
     rescale = f.flag("rescale_acts_by_decoder_norm", src_arch in ("batchtopk", "matryoshka_batchtopk"))
     if src_arch in ("topk", "batchtopk", "matryoshka_batchtopk") and rescale:
         if tuple(W_dec.shape) != (d_sae, d_in):
@@ -176,6 +179,9 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - 
         hook_name=meta_in.get("hook_name", cfg.get("hook_name")),
         model_name=meta_in.get("model_name", cfg.get("model_name")),
         metadata=metadata,
+        d_out=f.whole("d_out", int(W_dec.shape[-1])) if transcoder else None,
+        hook_name_out=(meta_in.get("hook_name_out") or cfg.get("hook_name_out")) if transcoder else None,
+        skip=skip,
     )
     sae = build_sae(config, out)
     scale = _stored_scale(cfg, meta_in)
@@ -212,11 +218,17 @@ def save(sae: SAE, folder: Path) -> Path:
     c = sae.cfg
     folder.mkdir(parents=True, exist_ok=True)
     arch = {"relu": "standard", "jumprelu": "jumprelu", "topk": "topk", "gated": "gated"}[c.architecture]
+    if c.transcoder:
+        if c.architecture not in ("relu", "jumprelu"):
+            raise SAEFormatError(f"sae-lens has no {c.architecture} transcoder to save this one as")
+        arch = {("relu", False): "transcoder", ("relu", True): "skip_transcoder", ("jumprelu", False):
+                "jumprelu_transcoder", ("jumprelu", True): "jumprelu_skip_transcoder"}[(c.architecture, c.skip)]
     dtype = sae.dtype if sae.dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
     sd = {n: p.detach().to("cpu", dtype).contiguous() for n, p in sae.named_parameters()}
     names = ["W_enc", "W_dec", "b_dec"] + {
         "standard": ["b_enc"], "jumprelu": ["b_enc", "threshold"], "topk": ["b_enc"],
-        "gated": ["b_gate", "b_mag", "r_mag"],
+        "gated": ["b_gate", "b_mag", "r_mag"], "transcoder": ["b_enc"], "skip_transcoder": ["b_enc", "W_skip"],
+        "jumprelu_transcoder": ["b_enc", "threshold"], "jumprelu_skip_transcoder": ["b_enc", "threshold", "W_skip"],
     }[arch]
     if c.architecture == "topk" and not c.topk_relu:
         warnings.warn("sae-lens TopK always applies ReLU to the kept values; this SAE (topk_relu=False) "
@@ -241,6 +253,9 @@ def save(sae: SAE, folder: Path) -> Path:
     }
     if arch == "topk":
         cfg.update({"k": int(c.k), "rescale_acts_by_decoder_norm": False})  # type: ignore[arg-type]
+    if c.transcoder:
+        cfg["d_out"] = sae.d_out
+        metadata["hook_name_out"] = c.hook_name_out
     cfg["saesteer"] = {"architecture": c.architecture, "topk_relu": c.topk_relu, "norm_eps": c.norm_eps,
                        "source_architecture": c.source_architecture, "source_format": c.source_format}
     from safetensors.torch import save_file
