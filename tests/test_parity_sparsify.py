@@ -64,9 +64,35 @@ def test_multi_hookpoint_parent_folder(tmp_path):
             torch.testing.assert_close(ours(x).reshape(-1, 12), x_hat, **TOL)
 
 
-def test_transcoder_is_refused(tmp_path):
+def test_transcoder_at_a_hookpoint_other_than_an_mlp_is_refused(tmp_path):
     sc = sparsify.SparseCoder(8, sparsify.SparseCoderConfig(expansion_factor=2, k=3, transcode=True,
                                                             skip_connection=True))
-    sc.save_to_disk(tmp_path)
-    with pytest.raises(SAEFormatError, match="not supported"):
-        load_sae(tmp_path)
+    sc.save_to_disk(tmp_path / "layers.3")
+    with pytest.raises(SAEFormatError, match="transcoders of layers.L.mlp"):
+        load_sae(tmp_path / "layers.3")
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_transcoder_folder_matches_sparsify_forward_and_steers(tmp_path, skip):
+    """transcode=true: no b_dec subtraction, output = decode (+ x @ W_skip.T); placed at the MLP."""
+    import saesteer
+    from tiny import batch, tiny_lm
+
+    sc = coder(32, 3, expansion_factor=2, k=6, transcode=True, skip_connection=skip)
+    sc.save_to_disk(tmp_path / "layers.1.mlp")
+    ours = load_sae(tmp_path / "layers.1.mlp")
+    assert ours.cfg.transcoder and ours.cfg.skip == skip and not ours.cfg.apply_b_dec_to_input
+    assert (ours.cfg.hook_name, ours.cfg.hook_name_out) == ("blocks.1.hook_mlp_in", "layers.1.mlp")
+    x = torch.randn(6, 32)
+    with torch.no_grad():
+        out = sc(x)
+        dense, _ = reference(sc, x)
+        torch.testing.assert_close(ours.encode(x), dense, **TOL)
+        torch.testing.assert_close(ours(x), out.sae_out, **TOL)
+    lm = tiny_lm("llama")
+    sm = saesteer.wrap(lm, ours)
+    assert sm.attachment().point_out.name == "blocks.1.hook_mlp_out"
+    b = batch()
+    with torch.no_grad():
+        assert torch.equal(sm(**b).logits, lm(**b).logits)
+        assert not torch.allclose(sm(**b, edits={3: 20.0}).logits, lm(**b).logits, atol=1e-3)

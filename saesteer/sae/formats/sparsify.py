@@ -7,6 +7,9 @@ Facts checked against eai-sparsify 1.3 (``sparsify/sparse_coder.py``, ``fused_en
   ``encoder.bias [F]``, ``W_dec [F,d]``, ``b_dec [d]``, ``W_skip [d,d]`` with a skip connection) and
   ``cfg.json`` (the ``SparseCoderConfig`` fields plus ``d_in``); ``num_latents == 0`` means
   ``d_in * expansion_factor``.
+- Transcoders (``transcode: true``, trained on ``layers.L.mlp``) read the MLP input and write its
+  output, with no ``b_dec`` subtraction and, with ``skip_connection``, ``+ x @ W_skip.T`` in the
+  forward; they load as saesteer transcoders (``blocks.L.hook_mlp_in`` -> the MLP module's output).
 - ``encode``: ``x - b_dec`` (not for transcoders), then ``relu(encoder(x))``, then top-k
   (``activation == "topk"``) or a max per group (``groupmax``). ``decode``: ``top_acts @ W_dec[idx]
   + b_dec``. ``W_dec`` is stored ``[F, d]`` (rows are features): no transpose.
@@ -73,10 +76,9 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:
     """Read one hookpoint's sparsify SAE (``hookpoint=`` picks it from a run folder)."""
     folder, hp = _pick(path, hookpoint)
     cfg = read_json(folder / CFG_FILE)
-    if cfg.get("transcode"):
-        raise SAEFormatError(f"{folder}: a sparsify transcoder (transcode=true) is not supported yet")
-    if cfg.get("skip_connection"):
-        raise SAEFormatError(f"{folder}: a sparsify SAE with a skip connection is not supported yet")
+    transcode = bool(cfg.get("transcode"))
+    if cfg.get("skip_connection") and not transcode:
+        raise SAEFormatError(f"{folder}: a sparsify SAE with a skip connection (not a transcoder) is not supported")
     activation = cfg.get("activation", "topk")
     if activation != "topk":
         raise SAEFormatError(
@@ -86,8 +88,8 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:
     if cfg.get("signed"):
         raise SAEFormatError(f"{folder}: signed sparsify SAEs are not supported yet")
     t = read_safetensors(folder / WEIGHTS_FILE)
-    if "W_skip" in t:
-        raise SAEFormatError(f"{folder}: sparsify SAE has W_skip (skip connection); not supported yet")
+    if "W_skip" in t and not transcode:
+        raise SAEFormatError(f"{folder}: sparsify SAE has W_skip (skip connection) but is no transcoder; not supported")
     missing = [k for k in ("encoder.weight", "W_dec", "b_dec") if k not in t]
     if missing:
         raise SAEFormatError(f"{folder}/{WEIGHTS_FILE} lacks {missing} (has {sorted(t)})")
@@ -108,11 +110,20 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:
     metadata = {"sparsify_cfg": cfg, "hookpoint": hp}
     if m:
         metadata["tl_hook_name"] = f"blocks.{m.group(1)}.hook_resid_post"
+    hook, hook_out = hp, None
+    if transcode:  # reads the module's input, writes its output (sparsify trains MLP transcoders on layers.L.mlp)
+        mt = re.fullmatch(r"(?:model\.)?layers\.(\d+)\.mlp", hp)
+        if mt is None:
+            raise SAEFormatError(f"{folder}: a sparsify transcoder at {hp!r}: saesteer places transcoders of "
+                                 "layers.L.mlp (MLP input -> MLP output) only")
+        hook, hook_out = f"blocks.{mt.group(1)}.hook_mlp_in", hp  # the MLP module's own output (before any post norm)
     config = SAEConfig(
-        d_in=d, d_sae=F, architecture="topk", k=int(cfg.get("k", 32)), apply_b_dec_to_input=True,
-        topk_relu=True, source_architecture="sparsify_topk", source_format=NAME, hook_name=hp,
-        model_name=model_name, metadata=metadata,
+        d_in=d, d_sae=F, architecture="topk", k=int(cfg.get("k", 32)), apply_b_dec_to_input=not transcode,
+        topk_relu=True, source_architecture="sparsify_transcoder" if transcode else "sparsify_topk",
+        source_format=NAME, hook_name=hook, model_name=model_name, metadata=metadata,
+        d_out=int(t["W_dec"].shape[-1]) if transcode else None, hook_name_out=hook_out, skip="W_skip" in t,
     )
-    return build_sae(config, {
-        "W_enc": enc.T, "b_enc": t.get("encoder.bias", torch.zeros(F)), "W_dec": t["W_dec"], "b_dec": t["b_dec"],
-    })
+    tensors = {"W_enc": enc.T, "b_enc": t.get("encoder.bias", torch.zeros(F)), "W_dec": t["W_dec"], "b_dec": t["b_dec"]}
+    if "W_skip" in t:
+        tensors["W_skip"] = t["W_skip"]
+    return build_sae(config, tensors)
