@@ -297,10 +297,12 @@ def test_sparsify_folder_by_hand(tmp_path):
         load_sae(tmp_path, hookpoint="layers.99")
 
 
-@pytest.mark.parametrize("bad", [{"transcode": True}, {"skip_connection": True}, {"activation": "groupmax"}])
-def test_sparsify_refusals(tmp_path, bad):
+@pytest.mark.parametrize("bad,why", [({"transcode": True}, "transcoders of layers.L.mlp"),
+                                     ({"skip_connection": True}, "not supported"),
+                                     ({"activation": "groupmax"}, "not supported")])
+def test_sparsify_refusals(tmp_path, bad, why):
     _sparsify_write(tmp_path, **bad)
-    with pytest.raises(SAEFormatError, match="not supported"):
+    with pytest.raises(SAEFormatError, match=why):
         load_sae(tmp_path)
 
 
