@@ -303,7 +303,7 @@ def test_llamascope_refuses_a_transcoder_and_other_activations(tmp_path):
     hp_file = case.local / "hyperparams.json"
     hp = json.loads(hp_file.read_text())
     hp_file.write_text(json.dumps({**hp, "hook_point_out": "blocks.15.hook_mlp_out"}))
-    with pytest.raises(SAEFormatError, match="transcoder.*cannot steer it yet"):
+    with pytest.raises(SAEFormatError, match="Llama Scope transcoder.*does not read yet"):
         load_sae(case.local)
     hp_file.write_text(json.dumps({**hp, "act_fn": "topk"}))
     with pytest.raises(SAEFormatError, match="act_fn"):

@@ -70,6 +70,25 @@ def input_scale(f: Fields, d_model: int) -> tuple[float, dict[str, Any]]:
     return math.sqrt(d_model) / n_in, meta
 
 
+def one_hook(f: Fields, where: Path) -> str:
+    """The hook an OpenMOSS (Llama Scope) config reads; one whose ``hook_point_out`` differs is a
+    Llama Scope transcoder, which this reader does not read yet (refused, saying so)."""
+    hook_in = f.text("hook_point_in")
+    hook_out = f.text("hook_point_out", None)
+    if hook_out is not None and hook_out != hook_in:
+        raise SAEFormatError(f"{where}: hook_point_in {hook_in!r} but hook_point_out {hook_out!r}: a Llama Scope "
+                             "transcoder (its output belongs to another hook), which saesteer does not read yet")
+    return hook_in
+
+
+def linear_weights(t: dict[str, torch.Tensor], wfile: Path, d: int, F: int, why: str) -> dict[str, torch.Tensor]:
+    """``W_enc, W_dec, b_enc, b_dec`` from ``nn.Linear`` tensors ``encoder.* [F, d]`` / ``decoder.* [d, F]``,
+    each shape-checked against what the config says (``why``)."""
+    return {"W_enc": shaped(t, "encoder.weight", wfile, (F, d), why).T,
+            "W_dec": shaped(t, "decoder.weight", wfile, (d, F), why).T,
+            "b_enc": shaped(t, "encoder.bias", wfile, (F,), why), "b_dec": shaped(t, "decoder.bias", wfile, (d,), why)}
+
+
 def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - one SAE per folder
     """Read a Llama Scope folder (or its ``checkpoints/final.safetensors``) into an fp32 JumpReLU SAE
     in the model's own units (the dataset-norm scale folded in, as sae-lens's ``from_pretrained``)."""
@@ -79,12 +98,7 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - 
         raise SAEFormatError(f"{folder}: a Llama Scope SAE needs {CFG_FILE} (not found)")
     f = Fields(read_json(where), where)
     d, F = f.whole("d_model"), f.whole("d_sae")
-    hook_in = f.text("hook_point_in")
-    hook_out = f.text("hook_point_out", None)
-    if hook_out is not None and hook_out != hook_in:
-        raise SAEFormatError(f"{where}: hook_point_in {hook_in!r} but hook_point_out {hook_out!r}: a transcoder "
-                             "(its output belongs to another hook); saesteer's SAE reads and writes one hook, so this "
-                             "version cannot steer it yet")
+    hook_in = one_hook(f, where)
     act = f.text("act_fn", "jumprelu")
     if act.lower().replace("_", "") != "jumprelu":
         raise SAEFormatError(f"{where}: field 'act_fn' is {act!r}; only Llama Scope's jumprelu SAEs are read")
@@ -94,12 +108,7 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - 
         raise SAEFormatError(f"{folder}: a Llama Scope SAE needs {WEIGHTS_FILE} (not found)")
     t = read_safetensors(wfile)
     why = f"d_model={d}, d_sae={F} from {CFG_FILE}"
-    enc = shaped(t, "encoder.weight", wfile, (F, d), why)
-    tensors = {
-        "W_enc": enc.T, "W_dec": shaped(t, "decoder.weight", wfile, (d, F), why).T,
-        "b_enc": shaped(t, "encoder.bias", wfile, (F,), why), "b_dec": shaped(t, "decoder.bias", wfile, (d,), why),
-        "threshold": torch.full((F,), threshold * s),
-    }
+    tensors = {**linear_weights(t, wfile, d, F, why), "threshold": torch.full((F,), threshold * s)}
     meta.update({"jump_relu_threshold": threshold, "norm_scaling_factor": s, "hook_point_in": hook_in,
                  "normalize_activations": "expected_average_only_in", "scalar_threshold": True})
     cfg = SAEConfig(

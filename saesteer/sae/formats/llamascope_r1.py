@@ -30,7 +30,7 @@ from typing import Any
 from saesteer.errors import SAEFormatError
 from saesteer.sae.formats import build_sae, read_json, read_safetensors, safetensors_keys
 from saesteer.sae.formats.fields import Fields, shaped
-from saesteer.sae.formats.llamascope import input_scale
+from saesteer.sae.formats.llamascope import input_scale, linear_weights, one_hook
 from saesteer.sae.module import SAE, SAEConfig
 
 NAME = "llamascope_r1"
@@ -62,20 +62,11 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:  # noqa: ARG001 - 
     f = Fields(read_json(where), where)
     d = f.whole("d_model")
     F = d * f.whole("expansion_factor")
-    hook_in = f.text("hook_point_in")
-    hook_out = f.text("hook_point_out", None)
-    if hook_out is not None and hook_out != hook_in:
-        raise SAEFormatError(f"{where}: hook_point_in {hook_in!r} but hook_point_out {hook_out!r}: a transcoder "
-                             "(its output belongs to another hook); saesteer's SAE reads and writes one hook, so this "
-                             "version cannot steer it yet")
+    hook_in = one_hook(f, where)
     t = read_safetensors(wfile)
     why = f"d_model={d}, d_sae={F} (d_model * expansion_factor) from {CFG_FILE}"
-    enc = shaped(t, "encoder.weight", wfile, (F, d), why)
-    tensors = {
-        "W_enc": enc.T, "W_dec": shaped(t, "decoder.weight", wfile, (d, F), why).T,
-        "b_enc": shaped(t, "encoder.bias", wfile, (F,), why), "b_dec": shaped(t, "decoder.bias", wfile, (d,), why),
-        "threshold": shaped(t, "log_jumprelu_threshold", wfile, (F,), why).exp(),
-    }
+    tensors = {**linear_weights(t, wfile, d, F, why),
+               "threshold": shaped(t, "log_jumprelu_threshold", wfile, (F,), why).exp()}
     meta: dict[str, Any] = {"hook_point_in": hook_in, "normalize_activations": "expected_average_only_in"}
     scale = None
     if f.has("dataset_average_activation_norm"):
