@@ -259,6 +259,10 @@ def test_any_pair_loads_by_path(tmp_path):
     saesteer.save_sae(random_sae(d_in=16, d_sae=8), tmp_path / "narrow")
     with pytest.raises(SaesteerError, match="width"):
         load_pair(PairKey(str(tmp_path / "lm"), str(tmp_path / "narrow"), "blocks.1.hook_resid_post"), torch.float32)
+    # an SAE typed with a hook other than the one it was trained at (the bundled SAE at layer 3 wrote
+    # "abababab..." and the page still said "labelled"): refused with the reason
+    with pytest.raises(SaesteerError, match="trained at blocks.1.hook_resid_post"):
+        load_pair(key_from_page(str(tmp_path / "lm"), str(tmp_path / "sae"), "blocks.2.hook_resid_post"), torch.float32)
 
 
 # ---------------------------------------------------------------------------------------- Vision tab
