@@ -270,6 +270,21 @@ def cmd_check(a: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    """The OpenAI-compatible steering server (FastAPI + uvicorn), until interrupted."""
+    try:
+        from saesteer.serve import ServeLimits, make_server, serve
+    except ImportError as e:
+        raise SaesteerError(f"the server needs FastAPI and uvicorn: pip install 'saesteer[serve]' ({e})") from e
+    limits = ServeLimits(max_tokens=a.max_tokens_limit, max_edits=a.max_edits)
+    server = make_server(a.model, a.sae, hook=a.hook, dtype=a.dtype, max_batch=a.max_batch, api_key=a.api_key,
+                         limits=limits, force_hook=a.force_hook)
+    print(f"saesteer serve: {a.model} + {server.sm.attachment_name()} on http://{a.host}:{a.port}/v1 "
+          f"(max batch {a.max_batch}{', API key required' if a.api_key else ''})", flush=True)
+    serve(server, host=a.host, port=a.port)
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     try:
         from saesteer.demos.app import serve
@@ -338,6 +353,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true")
     c.add_argument("--force-hook", action="store_true")
     c.set_defaults(fn=cmd_check)
+
+    sv = sub.add_parser("serve", help="OpenAI-compatible steering server (on 127.0.0.1 unless --host says otherwise)")
+    sv.add_argument("--model", default="smollm2", help="'smollm2' (offline default), a folder or a hub id")
+    sv.add_argument("--sae", default=None, help="SAE folder/file or hub id (default: the bundled SAE)")
+    sv.add_argument("--hook", default=None)
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 serves the network)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", default=None, help="require Authorization: Bearer <key>")
+    sv.add_argument("--max-batch", type=int, default=16, help="requests served in one batched generate")
+    sv.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    sv.add_argument("--max-tokens-limit", type=int, default=256, help="largest max_tokens a request may ask")
+    sv.add_argument("--max-edits", type=int, default=8, help="most edits per request")
+    sv.add_argument("--force-hook", action="store_true")
+    sv.set_defaults(fn=cmd_serve)
 
     from saesteer.demos.options import add_demo_arguments  # argparse only: Gradio loads in cmd_demo
 
