@@ -278,7 +278,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         raise SaesteerError(f"the server needs FastAPI and uvicorn: pip install 'saesteer[serve]' ({e})") from e
     limits = ServeLimits(max_tokens=a.max_tokens_limit, max_edits=a.max_edits)
     server = make_server(a.model, a.sae, hook=a.hook, dtype=a.dtype, max_batch=a.max_batch, api_key=a.api_key,
-                         limits=limits, force_hook=a.force_hook)
+                         limits=limits, force_hook=a.force_hook, window_s=a.batch_window_ms / 1000)
     print(f"saesteer serve: {a.model} + {server.sm.attachment_name()} on http://{a.host}:{a.port}/v1 "
           f"(max batch {a.max_batch}{', API key required' if a.api_key else ''})", flush=True)
     serve(server, host=a.host, port=a.port)
@@ -362,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--api-key", default=None, help="require Authorization: Bearer <key>")
     sv.add_argument("--max-batch", type=int, default=16, help="requests served in one batched generate")
+    sv.add_argument("--batch-window-ms", type=float, default=100, help="how long an idle server waits for more requests")
     sv.add_argument("--dtype", default="float32", choices=list(DTYPES))
     sv.add_argument("--max-tokens-limit", type=int, default=256, help="largest max_tokens a request may ask")
     sv.add_argument("--max-edits", type=int, default=8, help="most edits per request")

@@ -9,7 +9,7 @@ from saesteer.serve.batcher import Batcher, Job
 
 def make_server(model: str = "smollm2", sae: str | None = None, *, hook: str | None = None, dtype: str = "float32",
                 max_batch: int = 16, api_key: str | None = None, limits: ServeLimits = ServeLimits(),
-                force_hook: bool = False) -> Server:
+                force_hook: bool = False, window_s: float = 0.1) -> Server:
     """Load ``model`` (``smollm2``, a folder or a hub id) with ``sae`` (the bundled SAE by default) and
     return the Server behind the endpoints. Cost: loading the model and the SAE."""
     import saesteer
@@ -22,7 +22,7 @@ def make_server(model: str = "smollm2", sae: str | None = None, *, hook: str | N
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return Server(sm, tok, model_id=model, limits=limits, max_batch=max_batch, api_key=api_key)
+    return Server(sm, tok, model_id=model, limits=limits, max_batch=max_batch, api_key=api_key, window_s=window_s)
 
 
 def serve(server: Server, host: str = "127.0.0.1", port: int = 8000) -> None:

@@ -55,9 +55,9 @@ class Server:
     """The state behind the endpoints: one SteeredModel, its tokenizer, the batcher, the limits."""
 
     def __init__(self, steered: Any, tokenizer: Any, *, model_id: str, limits: ServeLimits = ServeLimits(),
-                 max_batch: int = 16, api_key: str | None = None) -> None:
+                 max_batch: int = 16, api_key: str | None = None, window_s: float = 0.1) -> None:
         self.sm, self.tok, self.model_id, self.limits, self.api_key = steered, tokenizer, model_id, limits, api_key
-        self.batcher = Batcher(steered, tokenizer, max_batch=max_batch)
+        self.batcher = Batcher(steered, tokenizer, max_batch=max_batch, window_s=window_s)
 
     # ------------------------------------------------------------------ request -> job
     def prompt_ids(self, body: dict, chat: bool) -> list[int]:

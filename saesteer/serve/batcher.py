@@ -1,7 +1,9 @@
 """Requests that arrive together are served in one batched, steered ``generate``.
 
 One worker thread owns the model. It takes the first waiting request, gathers every request that
-arrives within ``window_s`` (up to ``max_batch``) with the same sampling settings, left-pads their
+arrives within ``window_s`` (100 ms by default: a request that finds the worker idle waits that long
+for company; requests queued behind a running batch form the next one) up to ``max_batch`` with the
+same sampling settings, left-pads their
 prompts into one batch and runs one ``generate`` with per-row edits (``edits=[row0, row1, ...]``):
 each row is steered exactly as it would be alone. Greedy rows give the tokens the request alone
 would give; a sampled request with a ``seed`` runs alone, so its seed means what it says. Every
@@ -60,7 +62,7 @@ class Job:
 class Batcher:
     """The worker that serves :class:`Job` s in batches on ``model`` (a SteeredModel)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch: int = 16, window_s: float = 0.02) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch: int = 16, window_s: float = 0.1) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.max_batch, self.window_s = max(1, int(max_batch)), window_s
         self._queue: "queue.Queue[Job]" = queue.Queue()
