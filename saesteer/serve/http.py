@@ -93,21 +93,18 @@ def build_app(server: Server) -> Any:
         return {"id": rid, "object": "text_completion", "created": created, "model": server.model_id,
                 "choices": [{"index": 0, "text": text, "finish_reason": reason, "logprobs": logprobs}], "usage": usage}
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Any:
-        try:
-            body = await body_of(request)
-        except BadRequest as e:
-            return _error(400, str(e))
-        return await run_in_threadpool(completion, body, True)
+    def completion_route(chat: bool) -> Any:
+        async def route(request: Request) -> Any:
+            try:
+                body = await body_of(request)
+            except BadRequest as e:
+                return _error(400, str(e))
+            return await run_in_threadpool(completion, body, chat)  # the batcher blocks: off the event loop
 
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Any:
-        try:
-            body = await body_of(request)
-        except BadRequest as e:
-            return _error(400, str(e))
-        return await run_in_threadpool(completion, body, False)
+        return route
+
+    app.add_api_route("/v1/chat/completions", completion_route(True), methods=["POST"])
+    app.add_api_route("/v1/completions", completion_route(False), methods=["POST"])
 
     @app.get("/v1/saesteer/stats")
     def stats() -> Any:
