@@ -22,9 +22,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from saesteer.errors import SAEFormatError
 from saesteer.sae.formats import build_sae, torchfile
-from saesteer.sae.formats.fields import shaped, tensor
+from saesteer.sae.formats.fields import linear_pair
 from saesteer.sae.module import SAE, SAEConfig
 
 NAME = "deepseek_r1"
@@ -44,13 +43,8 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:
 
 
 def from_state_dict(sd: dict[str, Any], file: Path) -> SAE:
-    enc = tensor(sd, "encoder.weight", file)
-    if enc.ndim != 2:
-        raise SAEFormatError(f"{file}: tensor 'encoder.weight' must be 2-D [d_sae, d_in], got {tuple(enc.shape)}")
-    F, d = (int(n) for n in enc.shape)
-    W_dec = shaped(sd, "decoder.weight", file, (d, F), "[d_in, d_sae] from encoder.weight")
-    b_enc = shaped(sd, "encoder.bias", file, (F,), "d_sae from encoder.weight")
-    b_dec = shaped(sd, "decoder.bias", file, (d,), "d_in from encoder.weight")
+    t = linear_pair(sd, file, "encoder.weight", "decoder.weight", "encoder.bias", "decoder.bias")
+    F, d = t["W_enc"].shape[1], t["W_enc"].shape[0]
     m = re.search(r"l(\d+)", file.name)
     meta: dict[str, Any] = {"file": file.name}
     cfg = SAEConfig(
@@ -58,4 +52,4 @@ def from_state_dict(sd: dict[str, Any], file: Path) -> SAE:
         source_format=NAME, hook_name=f"blocks.{int(m.group(1))}.hook_resid_post" if m else None,
         model_name=MODEL if "deepseek-r1-distill-llama-8b" in file.name.lower() else None, metadata=meta,
     )
-    return build_sae(cfg, {"W_enc": enc.float().T, "W_dec": W_dec.T, "b_enc": b_enc, "b_dec": b_dec})
+    return build_sae(cfg, t)

@@ -97,3 +97,18 @@ def shaped(tensors: dict[str, torch.Tensor], key: str, where: Any, shape: tuple[
         raise SAEFormatError(f"{where}: tensor {key!r} has shape {tuple(t.shape)}, expected {tuple(shape)}"
                              + (f" ({what})" if what else ""))
     return t.to(torch.float32) if t.is_floating_point() else t
+
+
+def linear_pair(tensors: dict[str, torch.Tensor], where: Any, enc: str, dec: str, b_enc: str,
+                b_dec: str) -> dict[str, torch.Tensor]:
+    """``W_enc [d, F]``, ``W_dec [F, d]``, ``b_enc``, ``b_dec`` from an encoder stored ``[F, d]`` and a
+    decoder stored ``[d, F]`` (``nn.Linear`` layout, or Qwen Scope's), the widths read off the encoder
+    and every other tensor shape-checked against them."""
+    W = tensor(tensors, enc, where)
+    if not isinstance(W, torch.Tensor) or W.ndim != 2:
+        raise SAEFormatError(f"{where}: tensor {enc!r} must be 2-D [d_sae, d_in], got "
+                             f"{tuple(getattr(W, 'shape', ()))}")
+    F, d = (int(n) for n in W.shape)
+    return {"W_enc": W.float().T, "W_dec": shaped(tensors, dec, where, (d, F), f"[d_in, d_sae] from {enc}").T,
+            "b_enc": shaped(tensors, b_enc, where, (F,), f"d_sae from {enc}"),
+            "b_dec": shaped(tensors, b_dec, where, (d,), f"d_in from {enc}")}

@@ -19,9 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from saesteer.errors import SAEFormatError
 from saesteer.sae.formats import build_sae, torchfile
-from saesteer.sae.formats.fields import shaped, tensor
+from saesteer.sae.formats.fields import linear_pair
 from saesteer.sae.module import SAE, SAEConfig
 
 NAME = "goodfire"
@@ -47,15 +46,10 @@ def load(path: Path, *, hookpoint: str | None = None) -> SAE:
 
 
 def from_state_dict(sd: dict[str, Any], file: Path) -> SAE:
-    enc = tensor(sd, "encoder_linear.weight", file)
-    if enc.ndim != 2:
-        raise SAEFormatError(f"{file}: tensor 'encoder_linear.weight' must be 2-D [d_sae, d_in], got "
-                             f"{tuple(enc.shape)}")
-    F, d = (int(n) for n in enc.shape)
+    t = linear_pair(sd, file, "encoder_linear.weight", "decoder_linear.weight", "encoder_linear.bias",
+                    "decoder_linear.bias")
+    F, d = t["W_enc"].shape[1], t["W_enc"].shape[0]
     known = KNOWN.get(file.name)
-    W_dec = shaped(sd, "decoder_linear.weight", file, (d, F), "[d_in, d_sae] from encoder_linear.weight")
-    b_enc = shaped(sd, "encoder_linear.bias", file, (F,), "d_sae from encoder_linear.weight")
-    b_dec = shaped(sd, "decoder_linear.bias", file, (d,), "d_in from encoder_linear.weight")
     if known is not None:
         model, hook = known[2], known[3]
     else:
@@ -66,4 +60,4 @@ def from_state_dict(sd: dict[str, Any], file: Path) -> SAE:
         source_format=NAME, hook_name=hook, model_name=model,
         metadata={"file": file.name, **({"table_widths": list(known[:2])} if known else {})},
     )
-    return build_sae(cfg, {"W_enc": enc.float().T, "W_dec": W_dec.T, "b_enc": b_enc, "b_dec": b_dec})
+    return build_sae(cfg, t)

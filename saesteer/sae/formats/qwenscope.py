@@ -25,7 +25,7 @@ from typing import Any
 
 from saesteer.errors import SAEFormatError
 from saesteer.sae.formats import build_sae
-from saesteer.sae.formats.fields import shaped, tensor
+from saesteer.sae.formats.fields import linear_pair
 from saesteer.sae.formats.torchfile import QWEN_FILE, state_dict
 from saesteer.sae.module import SAE, SAEConfig
 
@@ -100,13 +100,8 @@ def _k(file: Path, k: Any, facts: tuple[str, int, int] | None) -> int:
 
 def from_state_dict(sd: dict[str, Any], file: Path, *, k: int | None = None) -> SAE:
     """A Qwen Scope SAE from its state dict (already read with ``torch.load(weights_only=True)``)."""
-    W_enc = tensor(sd, "W_enc", file)
-    if W_enc.ndim != 2:
-        raise SAEFormatError(f"{file}: tensor 'W_enc' must be 2-D (d_sae, d_in), got shape {tuple(W_enc.shape)}")
-    F, d = (int(n) for n in W_enc.shape)
-    W_dec = shaped(sd, "W_dec", file, (d, F), "(d_in, d_sae) from W_enc")
-    b_enc = shaped(sd, "b_enc", file, (F,), "d_sae from W_enc")
-    b_dec = shaped(sd, "b_dec", file, (d,), "d_in from W_enc")
+    t = linear_pair(sd, file, "W_enc", "W_dec", "b_enc", "b_dec")  # stored (d_sae, d_in) / (d_in, d_sae)
+    F, d = t["W_enc"].shape[1], t["W_enc"].shape[0]
     facts = repo_facts(file.parent)
     meta: dict[str, Any] = {}
     model_name = None
@@ -131,4 +126,4 @@ def from_state_dict(sd: dict[str, Any], file: Path, *, k: int | None = None) -> 
         source_architecture="qwen_scope_topk", source_format=NAME, hook_name=hook, model_name=model_name,
         metadata=meta,
     )
-    return build_sae(cfg, {"W_enc": W_enc.to(W_dec.dtype).T, "W_dec": W_dec.T, "b_enc": b_enc, "b_dec": b_dec})
+    return build_sae(cfg, t)
