@@ -151,9 +151,14 @@ class Page:
     def type(self, elem_id: str, text: str) -> None:
         from selenium.webdriver.common.keys import Keys
 
-        el = self.field(elem_id)
-        el.send_keys(Keys.CONTROL, "a")
-        el.send_keys(text or Keys.DELETE)  # typing replaces the selection: one input event, not two
+        # on a loaded machine the select-all can land before the box has focus, and the text is then
+        # appended to the old value ("80.01e9", which a number box reads as empty): check, and type again
+        for _ in range(3):
+            el = self.field(elem_id)
+            el.send_keys(Keys.CONTROL, "a")
+            el.send_keys(text or Keys.DELETE)  # typing replaces the selection: one input event, not two
+            if _holds(el.get_property("value"), text):
+                break
         el.send_keys(Keys.TAB)  # Gradio reads numbers on change (blur)
 
     def value(self, elem_id: str) -> str:
@@ -235,3 +240,14 @@ def artifacts_dir() -> Path:
     d = Path(os.environ.get("SAESTEER_ARTIFACTS", REPO / "artifacts" / "demo"))
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def _holds(shown: str | None, typed: str) -> bool:
+    """Whether a box showing ``shown`` holds what was typed (numbers compared as numbers)."""
+    shown = shown or ""
+    if shown == typed:
+        return True
+    try:
+        return float(shown) == float(typed)
+    except ValueError:
+        return False

@@ -150,16 +150,17 @@ def test_errors_are_messages_in_the_page(app_url, library, browser):
     page.wait_for(lambda: "does not exist" in page.error("steer-error"), 30, "no error for a bad feature")
     page.type("steer-feature", "3")
     page.choose("steer-kind", "clamp")
-    page.type("steer-value", "1e9")
-    # on a loaded machine the click can reach the server before the value box's change event: the
-    # value shown must be the one the server refuses, so wait for the box to hold it, then retry the click
-    page.wait_for(lambda: float(page.value("steer-value") or 0) == 1e9, 30, "the value box never took 1e9")
+    # on a loaded machine the click can reach the server before the value box's change event, or the box
+    # can miss the typing: the value shown must be the one the server refuses, so type, check, click, and
+    # do it all again (at most three times) when no refusal comes
     for attempt in range(3):
-        page.click("steer-add")
+        page.type("steer-value", "1e9")
         try:
+            page.wait_for(lambda: float(page.value("steer-value") or 0) == 1e9, 10, "the value box never took 1e9")
+            page.click("steer-add")
             page.wait_for(lambda: "within" in page.error("steer-error"), 15, "no error for a huge value")
             break
-        except Exception:  # noqa: BLE001 - a timeout: click again, at most three times
+        except Exception:  # noqa: BLE001 - a timeout: type and click again
             if attempt == 2:
                 raise
     page.type("steer-prompt", "   ")
