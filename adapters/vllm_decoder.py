@@ -52,6 +52,9 @@ class VllmPoint:
         if self.io == "input":
             hidden, residual = args[1], args[2] if len(args) > 2 else None
         elif self.layout == "pair":
+            if not (isinstance(output, tuple) and len(output) == 2 and isinstance(output[0], torch.Tensor)):
+                raise HookError(f"{self.name}: vLLM's layer returned {type(output).__name__}, not the "
+                                "(hidden, residual) pair saesteer reads the residual stream from")
             hidden, residual = output
         else:
             return output

@@ -85,7 +85,10 @@ class SaesteerWorker:
 
 
 def _wrap_load_model() -> None:
-    from vllm.v1.worker import gpu_worker
+    try:
+        from vllm.v1.worker import gpu_worker
+    except ImportError:  # imported outside a vLLM install (docs, tests of the steering alone)
+        return
 
     orig = gpu_worker.Worker.load_model
     if getattr(orig, "_saesteer", False):
