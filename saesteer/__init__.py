@@ -49,8 +49,10 @@ def __getattr__(name: str) -> Any:
         return value
     if name in _LAZY:
         return importlib.import_module(f"saesteer.{name}")
+    if name == "vllm":  # saesteer.vllm.attach(llm, sae): the vLLM plugin's verbs, under a short name
+        return importlib.import_module("saesteer.integrations.vllm")
     raise AttributeError(f"module 'saesteer' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_NAMES) | set(_LAZY))
+    return sorted(set(globals()) | set(_NAMES) | set(_LAZY) | {"vllm"})

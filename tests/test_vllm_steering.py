@@ -161,3 +161,25 @@ def test_attach_and_route_refuse_what_they_cannot_do():
         route(from_json({"edits": [{"op": "erase", "feature": 3, "hook": "blocks.0.hook_mlp_out"}]}), names)
     parts = route(from_json({"edits": [{"op": "erase", "feature": 3, "hook": "blocks.2.hook_mlp_out"}]}), names)
     assert list(parts) == ["blocks.2.hook_mlp_out"]
+
+
+def test_public_verbs_need_no_vllm_to_build_requests():
+    import json
+
+    import saesteer
+    from saesteer import Clamp, EditSet
+    from saesteer.integrations.vllm import serve
+
+    sv = saesteer.vllm
+    assert sv.engine_args("p")["additional_config"] == {"saesteer": {"attach": [{"sae": "p"}]}}
+    assert sv.engine_args()["enforce_eager"] is True and "additional_config" not in sv.engine_args()
+    short = sv.edits_json({"clamp": {"3": 2.0}})
+    assert short == sv.edits_json(EditSet((Clamp(3, 2.0),))) == sv.edits_json({3: 2.0})
+    assert short["edits"] == [{"op": "clamp", "feature": 3, "value": 2.0}]
+    assert json.loads(sv.xargs({3: 2.0}, positions="generated")["saesteer"])["positions"] == "generated"
+    with pytest.raises(EditError):
+        sv.edits_json({"clamp": {"3": "big"}})
+    got = serve.argv(["m", "--port", "1"])
+    assert got[-3:] == ["--worker-extension-cls", sv.EXTENSION, "--enforce-eager"]
+    assert serve.argv(["m", "--worker-extension-cls=x.Y", "--enforce-eager"]) == ["m", "--worker-extension-cls=x.Y",
+                                                                                  "--enforce-eager"]

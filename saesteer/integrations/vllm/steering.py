@@ -80,6 +80,7 @@ class VllmSteering:
         self._top: list[RemovableHandle] = []
         self._step: _Step | None = None
         self._parsed: dict[str, EditSet] = {}
+        self._by_id: dict[int, tuple[Any, EditSet]] = {}
         self.forwards = 0
 
     # ------------------------------------------------------------------ attach / detach
@@ -130,12 +131,20 @@ class VllmSteering:
 
     # ------------------------------------------------------------------ per forward
     def _edits(self, spec: Any) -> EditSet:
+        """The EditSet of a request's (already admitted, see plugin.py) saesteer object, parsed once:
+        a request's object is the same one at every step, so it is looked up by identity first."""
+        hit = self._by_id.get(id(spec))
+        if hit is not None and hit[0] is spec:
+            return hit[1]
         key = json.dumps(spec, sort_keys=True)
         es = self._parsed.get(key)
         if es is None:
-            if len(self._parsed) > 4096:
-                self._parsed.clear()
-            es = self._parsed[key] = from_json(spec)  # already validated at admission (plugin.py)
+            es = self._parsed[key] = from_json(spec)
+        if len(self._by_id) > 4096:
+            self._by_id.clear()
+        if len(self._parsed) > 4096:
+            self._parsed.clear()
+        self._by_id[id(spec)] = (spec, es)  # the object is kept, so its id is not reused while cached
         return es
 
     def _begin(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -158,10 +167,10 @@ class VllmSteering:
         for n, by_set in spans.items():
             step.groups[n] = {}
             for es, rs in by_set.items():
-                idx = torch.cat([torch.arange(r.start, r.stop) for r in rs])
-                plen = torch.cat([torch.full((r.stop - r.start,), r.prompt_len) for r in rs])
-                dev = pos.device
-                step.groups[n][es] = _Group(idx.to(dev), pos[idx.to(dev)].unsqueeze(1), plen.to(dev))
+                rows = [i for r in rs for i in range(r.start, r.stop)]
+                plen = [r.prompt_len for r in rs for _ in range(r.stop - r.start)]
+                idx = torch.tensor(rows, device=pos.device)
+                step.groups[n][es] = _Group(idx, pos[idx].unsqueeze(1), torch.tensor(plen, device=pos.device))
         self._step = step
 
     def _end(self, module: nn.Module, args: Any, output: Any) -> None:
