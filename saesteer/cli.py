@@ -331,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("label", help="label every feature of an SAE from text (see `saesteer label --help`)",
                         add_help=False)
     lb.set_defaults(fn=None)
+    ev = sub.add_parser("eval", help="an SAE's report card: reconstruction, sparsity, L0 diagnostics, "
+                                     "monosemanticity vs neurons, steering strength (see `saesteer eval --help`)",
+                        add_help=False)
+    ev.set_defaults(fn=None)
 
     i = sub.add_parser("inspect", help="print an SAE's configuration")
     i.add_argument("path", nargs="?", default=None, help="default: the bundled SAE")
@@ -388,6 +392,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from saesteer.labeling import label_main
 
         return int(label_main(argv[1:]) or 0)
+    if argv[:1] == ["eval"]:
+        from saesteer.eval.cli import eval_main
+
+        return int(eval_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)
