@@ -30,7 +30,7 @@ _NAMES = {
     "check": "saesteer.conformance",
 }
 #: sub-packages reachable as attributes without importing them first (``saesteer.embedded.load_default()``)
-_LAZY = ("embedded", "integrations", "metrics", "train", "labeling", "labels", "data", "adapters", "conformance",
+_LAZY = ("embedded", "eval", "integrations", "metrics", "train", "labeling", "labels", "data", "adapters", "conformance",
          "edits", "positions", "sae", "reward", "featureedit", "runtime", "features", "cli")
 
 __all__ = [

@@ -122,6 +122,15 @@ def _ce_sum(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tupl
     return float(nll[valid.to(nll.device)].double().sum()), int(valid.sum())
 
 
+def _kl_sum(clean: torch.Tensor, spliced: torch.Tensor, where: torch.Tensor) -> tuple[float, int]:
+    """Sum over the spliced positions of KL(clean || spliced) of the next-token distributions, and their count."""
+    lp = torch.log_softmax(clean.float(), -1)
+    lq = torch.log_softmax(spliced.float(), -1)
+    kl = (lp.exp() * (lp - lq)).sum(-1)
+    w = where.to(kl.device)
+    return float(kl[w].double().sum()), int(w.sum())
+
+
 @torch.no_grad()
 def evaluate_sae(
     sae: SAE,
@@ -134,7 +143,8 @@ def evaluate_sae(
     drop_first: bool = True,
 ) -> dict[str, float]:
     """All held-out metrics of ``sae`` at ``hook`` on ``input_ids [n, T]``: L0, FVU, dead fraction
-    (on the hooked activations) and CE clean / spliced / zero-ablated / recovered.
+    (on the hooked activations), CE clean / spliced / zero-ablated / recovered, and ``kl_spliced``: the mean
+    KL(clean || spliced) of the next-token distributions over the spliced positions.
 
     ``drop_first``: leave position 0 of every row out of everything but the CE (not measured, not
     spliced, not ablated), as the SAE was trained without it. Cost: three forwards of the model and
@@ -153,6 +163,7 @@ def evaluate_sae(
     edits = EditSet(mode="reconstruct", positions=Positions.range((first, None)) if first else Positions.all())
     stats = ActivationStats(sae.d_sae)
     ce = {"clean": [0.0, 0], "spliced": [0.0, 0], "zero": [0.0, 0]}
+    kl = [0.0, 0]
     steered = saesteer.wrap(model, sae, hook=point.name)
     try:
         for i in range(0, input_ids.shape[0], batch_size):
@@ -165,9 +176,13 @@ def evaluate_sae(
             s, n = _ce_sum(logits, ids, mask)
             ce["clean"][0] += s
             ce["clean"][1] += n
+            clean = logits
             logits = steered(input_ids=ids, attention_mask=mask, edits=edits).logits
             s, _ = _ce_sum(logits, ids, mask)
             ce["spliced"][0] += s
+            k, m = _kl_sum(clean, logits, where)
+            kl[0] += k
+            kl[1] += m
             with tap(point, _zero_at(where), prepend=False):
                 logits = model(input_ids=ids, attention_mask=mask).logits
             s, _ = _ce_sum(logits, ids, mask)
@@ -178,5 +193,6 @@ def evaluate_sae(
     n = max(ce["clean"][1], 1)
     clean, spliced, zero = ce["clean"][0] / n, ce["spliced"][0] / n, ce["zero"][0] / n
     out.update(ce_clean=clean, ce_spliced=spliced, ce_zero_ablated=zero,
-               ce_loss_recovered=(zero - spliced) / (zero - clean) if zero != clean else float("nan"))
+               ce_loss_recovered=(zero - spliced) / (zero - clean) if zero != clean else float("nan"),
+               kl_spliced=kl[0] / max(kl[1], 1))
     return out
