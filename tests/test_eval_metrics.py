@@ -177,3 +177,23 @@ def test_labelled_files_are_checked(tmp_path):
     p.write_text('{"text": "a", "label": "x"}\n{"text": "b", "token_labels": ["y"]}\n')
     with pytest.raises(SaesteerError, match="mixes"):
         load_labelled(p)
+
+
+@pytest.mark.real
+def test_saesteer_eval_writes_a_report_for_the_bundled_default(tmp_path):
+    """The CLI on SmolLM2 + the bundled SAE, with a small labelled file (the corpus may not be built)."""
+    from saesteer.cli import main
+
+    data = tmp_path / "labelled.jsonl"
+    rows = [{"text": f"Thou art my lord, and thy servant {i} doth bow.", "label": "verse"} for i in range(6)]
+    rows += [{"text": f"def f{i}(x):\n    return x + {i}\n", "label": "code"} for i in range(6)]
+    rows += [{"text": f"The kernel driver {i} registers the device at boot.", "label": "linux"} for i in range(6)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "report"
+    assert main(["eval", "--data", str(data), "--max-rows", "600", "--ce-docs", "4", "--depth", "2", "--quiet",
+                 "--out", str(out)]) == 0
+    card = json.loads((out / "report.json").read_text())
+    assert card["sae"]["hook"] == "blocks.15.hook_resid_post" and card["sparsity"]["l0_mean"] == pytest.approx(32)
+    assert 0.5 < card["reconstruction"]["ce_loss_recovered"] < 1.5 and card["reconstruction"]["kl_spliced"] > 0
+    assert set(card["monosemanticity"]["sae"]["per_label"]) == {"verse", "code", "linux"}
+    assert "<svg" in (out / "report.html").read_text()

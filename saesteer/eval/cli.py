@@ -4,6 +4,7 @@
     saesteer eval --model M --sae S [--hook H] --data labelled.jsonl --out report/
     saesteer eval --sae S1 --sweep S2 S3 S4               # s_n against L0 over several SAEs of one hook
     saesteer eval --steer 1309                            # add a calibrated steering curve for feature 1309
+    saesteer eval --vision                                # the tiny LLaVA's vision SAE on its 16 stamp kinds
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steer", type=int, default=None, help="also sweep steering strengths for this feature")
     p.add_argument("--no-neurons", action="store_true", help="skip the neuron baseline")
     p.add_argument("--depth", type=int, default=3, help="FMS: trees of depth 1..DEPTH")
+    p.add_argument("--vision", action="store_true",
+                   help="the embedded tiny LLaVA's vision SAE, labelled by the gallery's 16 stamp kinds")
     p.add_argument("--out", default="report", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -61,6 +64,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     from saesteer.eval.html import render
     from saesteer.train.metrics import evaluate_sae
 
+    if a.vision:
+        return run_vision(a)
     sae_path = a.sae
     if sae_path is None:
         from saesteer.embedded import default_sae_path
@@ -92,11 +97,31 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         res = steering_sweep(sm, a.steer, progress=not a.quiet)
         card["steering"] = res.to_json()
         extra = f"<h2>Steering strength for feature {a.steer}</h2>{res.svg()}"
+    _write(a, card, render(card, extra))
+    return card
+
+
+def run_vision(a: argparse.Namespace) -> dict[str, Any]:
+    """The report for the embedded tiny LLaVA's vision SAE, on every patch token of its gallery images,
+    labelled by stamp kind (no CE or KL: the tower has no next-token loss of its own)."""
+    from saesteer.embedded.vlm import load_tiny_llava_steered, tiny_llava_gallery, tiny_llava_path
+    from saesteer.eval.card import report_card
+    from saesteer.eval.collect import collect_images
+    from saesteer.eval.html import render
+
+    sm, proc = load_tiny_llava_steered()
+    acts = collect_images(sm, proc, tiny_llava_gallery(), progress=not a.quiet)
+    card = report_card(sm.sae, acts, neurons=not a.no_neurons, depth=a.depth, progress=not a.quiet)
+    card["sae"]["path"] = str(tiny_llava_path() / "sae")
+    _write(a, card, render(card))
+    return card
+
+
+def _write(a: argparse.Namespace, card: dict[str, Any], page: str) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(card, default=_plain, allow_nan=True))
-    (out / "report.html").write_text(render(card, extra), encoding="utf-8")
-    return card
+    (out / "report.html").write_text(page, encoding="utf-8")
 
 
 def _plain(v: Any) -> Any:

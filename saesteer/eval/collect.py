@@ -70,7 +70,8 @@ def load_labelled(path: str | Path, max_docs: int | None = None) -> Labelled:
 
 
 def corpus_labelled(per_label: int = 40, split: str = "heldout", path: str | None = None) -> Labelled:
-    """The corpus split (``scripts/build_corpus.py``), ``per_label`` documents per source, labelled by source."""
+    """The corpus split (``scripts/build_corpus.py``), ``per_label`` documents per source, labelled by source,
+    the sources interleaved (document j of every source before document j + 1 of any)."""
     from saesteer.data.corpus import iter_records
 
     by: dict[str, list[str]] = {}
@@ -79,8 +80,9 @@ def corpus_labelled(per_label: int = 40, split: str = "heldout", path: str | Non
         if len(docs) < per_label:
             docs.append(rec["text"])
     names = sorted(by)
-    texts = [t for n in names for t in by[n]]
-    return Labelled(texts, names, [i for i, n in enumerate(names) for _ in by[n]])
+    pairs = [(by[n][j], i) for j in range(per_label) for i, n in enumerate(names) if j < len(by[n])]
+    # interleaved by label, so a row budget cut anywhere keeps every label
+    return Labelled([t for t, _ in pairs], names, [i for _, i in pairs])
 
 
 @dataclass
@@ -98,7 +100,8 @@ def collect(model: Any, tokenizer: Any, hook: str, data: Labelled, *, max_len: i
             max_rows: int = 8192, progress: bool = True) -> Activations:
     """Run ``data`` through ``model`` (an HF model or SteeredModel, its bare forward) and keep the activation
     at ``hook`` of every token but position 0, with its label. Documents are cut to ``max_len`` tokens;
-    collection stops at ``max_rows`` rows. Cost: one forward per batch of ``batch`` documents."""
+    collection stops at ``max_rows`` rows. Cost: one forward per document, stopped at the hook (``batch``:
+    documents per progress step)."""
     from tqdm.auto import tqdm
 
     from saesteer import adapters
@@ -138,3 +141,29 @@ def collect(model: Any, tokenizer: Any, hook: str, data: Labelled, *, max_len: i
     if not xs:
         raise SaesteerError("no document gave a token past position 0")
     return Activations(torch.cat(xs)[:max_rows], torch.cat(ls)[:max_rows], torch.cat(ds)[:max_rows], data.names)
+
+
+@torch.no_grad()
+def collect_images(steered: Any, processor: Any, images: list[dict], *, hook: str | None = None,
+                   progress: bool = True) -> Activations:
+    """The activation of every patch token of each image (``{"path", "kind"}`` dicts, e.g.
+    ``saesteer.embedded.vlm.tiny_llava_gallery()``) at the vision SAE's hook, labelled with the image's
+    kind; CLS tokens are left out. Cost: the tower up to the hook, once per image."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from saesteer.metrics.image_activations import hooked_tokens
+
+    names = sorted({im["kind"] for im in images})
+    xs, ls, ds = [], [], []
+    for d, im in enumerate(tqdm(images, desc="image activations", unit="img", disable=not progress)):
+        with Image.open(im["path"]) as img:
+            pv = processor.pixel_values([img.convert("RGBA")])
+        x, att = hooked_tokens(steered, pv, hook)
+        x = x[0, att.point.image.cls_tokens:].float().cpu()
+        xs.append(x)
+        ls.append(torch.full((x.shape[0],), names.index(im["kind"])))
+        ds.append(torch.full((x.shape[0],), d))
+    if len(names) < 2:
+        raise SaesteerError(f"images of at least 2 kinds are needed, got {names}")
+    return Activations(torch.cat(xs), torch.cat(ls), torch.cat(ds), names)
