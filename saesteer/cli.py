@@ -27,9 +27,43 @@ def _pairs(items: Sequence[str], flag: str) -> list[tuple[int, float]]:
     return out
 
 
+def _is_auto(s: str) -> bool:
+    v = s.partition("=")[2].strip().lower()
+    return v == "auto" or v.startswith("auto:")
+
+
+def _auto_clamps(a: argparse.Namespace) -> list[tuple[int, float]]:
+    """``(feature, perplexity budget)`` of each ``--clamp F=auto`` (budget 1.5) or ``F=auto:B``: their
+    strength comes from a small steering sweep."""
+    out = []
+    for s in a.clamp:
+        if _is_auto(s):
+            f, _, v = s.partition("=")
+            try:
+                out.append((int(f), float(v.strip()[5:]) if ":" in v else 1.5))
+            except ValueError:
+                raise SaesteerError(f"--clamp takes FEATURE=VALUE, FEATURE=auto or FEATURE=auto:BUDGET, "
+                                    f"got {s!r}") from None
+    return out
+
+
+def _auto_edits(sm: Any, features: list[tuple[int, float]], chat: bool) -> list[Any]:
+    """One small steering sweep per ``--clamp F=auto[:B]`` (saesteer.eval.steering.auto_sweep: clamp and
+    clamp_generated at 0.25x, 0.5x, 1x the feature's reference activation on 3 neutral prompts, perplexity
+    budget B x the unsteered); prints the chosen setting and its perplexity ratio, returns its edits."""
+    from saesteer.eval.steering import auto_sweep
+
+    edits: list[Any] = []
+    for f, budget in features:
+        res = auto_sweep(sm, f, hook=sm.attachment_name(), chat=chat, budget=budget)
+        print(f"auto     : {res.summary()}")
+        edits += res.edits().edits  # EditError (a SaesteerError) when nothing fits the budget
+    return edits
+
+
 def _edits(a: argparse.Namespace) -> list[saesteer.Edit]:
     edits: list[saesteer.Edit] = []
-    edits += [saesteer.Clamp(i, v) for i, v in _pairs(a.clamp, "--clamp")]
+    edits += [saesteer.Clamp(i, v) for i, v in _pairs([s for s in a.clamp if not _is_auto(s)], "--clamp")]
     edits += [saesteer.Scale(i, v) for i, v in _pairs(a.scale, "--scale")]
     edits += [saesteer.Add(i, v) for i, v in _pairs(a.add, "--add")]
     edits += [saesteer.Erase(int(i)) for i in a.erase]
@@ -140,13 +174,17 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     edits = _edits(a)
-    if not edits:
-        raise SaesteerError("give at least one edit: --clamp F=V, --scale F=S, --add F=A or --erase F")
+    auto = _auto_clamps(a)
+    if not edits and not auto:
+        raise SaesteerError("give at least one edit: --clamp F=V (or F=auto), --scale F=S, --add F=A or --erase F")
     sae = saesteer.load_sae(a.sae or _default_sae())  # checked before the model loads (seconds)
+    for f, _ in auto:
+        sae.check_feature(f)
     _check_values(edits, sae)
     _check_layer(a, sae)
     model, tok = load_model(a.model, "bfloat16" if a.bf16 else "float32")
     sm = saesteer.wrap(model, sae, hook=a.hook, layer=a.layer, tokenizer=tok, force_hook=a.force_hook)
+    edits += _auto_edits(sm, auto, chat=not a.raw)
     tok.padding_side = "left"
     text = a.prompt
     if getattr(tok, "chat_template", None) and not a.raw:
@@ -304,7 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sae", default=None, help="SAE folder/file or hub id (default: the bundled SAE)")
     g.add_argument("--hook", default=None, help="e.g. blocks.15.hook_resid_post (default: the SAE's own)")
     g.add_argument("--layer", type=int, default=None)
-    g.add_argument("--clamp", action="append", default=[], metavar="F=V")
+    g.add_argument("--clamp", action="append", default=[], metavar="F=V",
+                   help="clamp feature F to V; F=auto picks the clamp by a small steering sweep (the one that "
+                        "raises F on the output most within 1.5x the unsteered perplexity; F=auto:3 allows 3x)")
     g.add_argument("--scale", action="append", default=[], metavar="F=S")
     g.add_argument("--add", action="append", default=[], metavar="F=A")
     g.add_argument("--erase", action="append", default=[], metavar="F")

@@ -1,5 +1,5 @@
 """Steering strength, calibrated (saesteer.eval.steering): the choice rule, the measurements a sweep
-reports, its EditSet and chart,. Tiny random models only."""
+reports, its EditSet and chart, and ``saesteer generate --clamp F=auto``. Tiny random models only."""
 
 from __future__ import annotations
 
@@ -145,3 +145,32 @@ def test_svg_is_well_formed_with_one_polyline_per_kind(sweep):
     root = ET.fromstring(hand.svg())
     assert len(root.findall(f"{SVG}polyline")) == 1 and "nothing within budget" in "".join(root.itertext())
 
+
+def test_generate_clamp_auto(tmp_path, capsys):
+    """``saesteer generate --clamp F=auto`` runs the small sweep, prints its choice, then steers with it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from saesteer.cli import main
+
+    words = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3,
+             **{w: 4 + i for i, w in enumerate("the sea is a calm blue deep tell me about".split())}}
+    tk = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>").save_pretrained(tmp_path / "lm")
+    tiny_lm("llama").save_pretrained(tmp_path / "lm")
+    sae = random_sae(d_sae=64)
+    sae.cfg.hook_name = "blocks.1.hook_resid_post"
+    saesteer.save_sae(sae, tmp_path / "sae")
+    args = ["generate", "tell me about the sea", "--model", str(tmp_path / "lm"), "--sae", str(tmp_path / "sae"),
+            "--max-new-tokens", "4"]
+    assert main(args + ["--clamp", "7=auto:100"]) == 0
+    out = capsys.readouterr().out
+    assert "auto     : feature 7: clamp" in out and "x, budget 100x)" in out and "Clamp(feature=7" in out
+    assert "--- steered ---" in out
+    assert main(args + ["--clamp", "7=auto:0.01"]) == 2  # nothing fits: said so, nothing generated
+    cap = capsys.readouterr()
+    assert "nothing within 0.01x" in cap.out and "--- steered ---" not in cap.out and "within 0.01x" in cap.err
+    assert main(args + ["--clamp", "x=auto"]) == 2
+    assert "FEATURE=auto" in capsys.readouterr().err
+    assert main(args + ["--clamp", "64=auto"]) == 2  # out of range: refused before the model loads
