@@ -5,8 +5,10 @@ The edit list lives in the visitor's own ``gr.State``; it reaches the model only
 argument of that visitor's call, so two visitors steering at once never see each other's edits.
 
 When a request fails, the results it would have replaced are cleared (a failed Generate clears both
-continuations and both token views; a failed search, the matches), so nothing on screen is left over
-from an earlier request. The edit list is the visitor's input, not a result: a refused edit leaves it
+continuations and both token views; a failed search, the matches; a failed Auto strength, the curve), so
+nothing on screen is left over from an earlier request. Auto strength runs a small steering sweep of the
+chosen feature (:mod:`saesteer.demos.auto_strength`), fills in the kind and value it chose and shows
+the sweep's curve. The edit list is the visitor's input, not a result: a refused edit leaves it
 as it was.
 """
 
@@ -17,6 +19,7 @@ from typing import Any, Iterator
 
 import gradio as gr
 
+from saesteer.demos.auto_strength import auto_strength
 from saesteer.demos.limits import KINDS, DemoInputError, Limits
 from saesteer.demos.models import ModelRegistry, PairKey
 from saesteer.demos.page_errors import error_html
@@ -51,8 +54,10 @@ def build_steer_tab(registry: ModelRegistry, limits: Limits, pair_state: gr.Stat
         kind = gr.Radio(list(KINDS), value="clamp", label="Edit", elem_id="steer-kind")
         value = gr.Number(label="Value (clamp/add: activation, scale: factor)", value=80.0, elem_id="steer-value")
         with gr.Column(min_width=120):
+            auto_btn = gr.Button("Auto strength", elem_id="steer-auto", variant="secondary")
             add_btn = gr.Button("Add edit", elem_id="steer-add")
             clear_btn = gr.Button("Clear edits", elem_id="steer-clear", variant="secondary")
+    auto_curve = gr.HTML("", elem_id="steer-auto-curve")
     edits_table = gr.Dataframe(headers=EDIT_HEADERS, interactive=False, label="Edits (applied to the steered side)",
                                elem_id="steer-edits", value=[])
     generate_btn = gr.Button("Generate", variant="primary", elem_id="steer-generate")
@@ -100,6 +105,16 @@ def build_steer_tab(registry: ModelRegistry, limits: Limits, pair_state: gr.Stat
     def clear() -> tuple[list, list, str]:
         return [], [], ""
 
+    def auto(f: Any, use_chat: bool, key: PairKey) -> tuple[Any, Any, str, str]:
+        """A small steering sweep of the feature: fills in the kind and value it chose, shows the curve."""
+        try:
+            res = auto_strength(registry.get(key), f, bool(use_chat), limits)
+            if res.value is None:  # the sweep ran; nothing fit the budget: the curve says why
+                return gr.update(), gr.update(), res.curve, error_html(DemoInputError(res.note))
+            return res.kind, res.value, res.curve, ""
+        except Exception as e:  # noqa: BLE001
+            return gr.update(), gr.update(), "", error_html(e)
+
     def generate(text: str, n_new: Any, use_chat: bool, rows: list, hl: Any, key: PairKey) -> Iterator[dict]:
         try:
             text = limits.prompt(text)
@@ -144,6 +159,7 @@ def build_steer_tab(registry: ModelRegistry, limits: Limits, pair_state: gr.Stat
     results.select(pick, [results], [feature])
     add_btn.click(add, [feature, kind, value, edits_state, pair_state], [edits_state, edits_table, error])
     clear_btn.click(clear, None, [edits_state, edits_table, error])
+    auto_btn.click(auto, [feature, chat, pair_state], [kind, value, auto_curve, error])
     generate_btn.click(generate, [prompt, max_new, chat, edits_state, highlight, pair_state],
                        [error, status, unsteered, steered, view_u, view_s, view_state, highlight])
     highlight.submit(rehighlight, [highlight, view_state, pair_state], [view_u, view_s, error])

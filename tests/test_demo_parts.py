@@ -265,6 +265,28 @@ def test_any_pair_loads_by_path(tmp_path):
         load_pair(key_from_page(str(tmp_path / "lm"), str(tmp_path / "sae"), "blocks.2.hook_resid_post"), torch.float32)
 
 
+def test_auto_strength_fills_a_finite_value_and_draws_the_curve(steered):
+    """The Steer tab's "Auto strength" button: a small steering sweep of the feature picks a clamp or an
+    add whose value is finite and within the page's bounds, and returns the sweep's curve as SVG."""
+    import math
+    import xml.etree.ElementTree as ET
+
+    from saesteer.demos.auto_strength import auto_strength
+    from saesteer.demos.models import LoadedPair
+
+    sm, tok = steered
+    pair = LoadedPair(PairKey("tiny"), sm, tok)
+    res = auto_strength(pair, 20, True, Limits(), max_new_tokens=4)
+    assert res.kind in ("clamp", "add") and math.isfinite(res.value) and abs(res.value) <= Limits().max_abs_value
+    svg = res.curve[res.curve.index("<svg"):res.curve.index("</svg>") + len("</svg>")]
+    assert len(ET.fromstring(svg).findall("{http://www.w3.org/2000/svg}polyline")) == 2  # clamp and add
+    assert Limits().edit_row(20, res.kind, res.value, d_sae=64) == (20, res.kind, res.value)  # Add edit takes it
+    with pytest.raises(DemoInputError, match="does not exist"):
+        auto_strength(pair, 64, True, Limits())
+    with pytest.raises(DemoInputError, match="pick a feature"):
+        auto_strength(pair, None, True, Limits())
+
+
 # ---------------------------------------------------------------------------------------- Vision tab
 def _vision_labels() -> dict[int, dict]:
     recs = [(0, "bird", 0.9, 0.5, 2.0, ["heron"]), (1, "fruit", 1.0, 0.2, 3.0, ["apple"]),
