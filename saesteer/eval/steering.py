@@ -208,7 +208,7 @@ def steering_sweep(model: Any, feature: int, *, prompts: Sequence[str] | None = 
         bar.update(1)
         ref, source = _reference(att, feature, base)
         wnorm = float(att.sae.W_dec[feature].float().norm())
-        xnorm = base["xnorm"]
+        xnorm = max(base["xnorm"], 1e-12)
         baseline = _point("none", 0.0, 0.0, base, tok, n, seqs, range(len(prompts)), score)
         points: list[SweepPoint] = []
         for kind in kinds:
