@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,3 +198,29 @@ def test_saesteer_eval_writes_a_report_for_the_bundled_default(tmp_path):
     assert 0.5 < card["reconstruction"]["ce_loss_recovered"] < 1.5 and card["reconstruction"]["kl_spliced"] > 0
     assert set(card["monosemanticity"]["sae"]["per_label"]) == {"verse", "code", "linux"}
     assert "<svg" in (out / "report.html").read_text()
+
+
+def test_saesteer_eval_vision_reads_an_image_folder_one_class_per_subfolder(tmp_path, capsys):
+    """--vision --images DIR: the tiny LLaVA's vision SAE on the user's images, labelled by subfolder;
+    a folder with one class is refused before any model loads."""
+    import shutil
+
+    from saesteer.cli import main
+    from saesteer.embedded.vlm import tiny_llava_gallery
+
+    gallery = tiny_llava_gallery()
+    kinds = sorted({g["kind"] for g in gallery})[:2]
+    for k in kinds:
+        (tmp_path / "imgs" / k).mkdir(parents=True)
+        for g in [g for g in gallery if g["kind"] == k][:2]:
+            shutil.copy(g["path"], tmp_path / "imgs" / k / Path(g["path"]).name)
+    (tmp_path / "imgs" / kinds[0] / "notes.txt").write_text("not an image")
+    out = tmp_path / "report"
+    assert main(["eval", "--vision", "--images", str(tmp_path / "imgs"), "--depth", "2", "--quiet",
+                 "--out", str(out)]) == 0
+    card = json.loads((out / "report.json").read_text())
+    assert card["data"]["labels"] == kinds and card["data"]["documents"] == 4
+    assert set(card["monosemanticity"]["sae"]["per_label"]) == set(kinds)
+    shutil.rmtree(tmp_path / "imgs" / kinds[1])
+    assert main(["eval", "--vision", "--images", str(tmp_path / "imgs"), "--quiet", "--out", str(out)]) == 2
+    assert "at least 2 classes" in capsys.readouterr().err

@@ -5,6 +5,7 @@
     saesteer eval --sae S1 --sweep S2 S3 S4               # s_n against L0 over several SAEs of one hook
     saesteer eval --steer 1309                            # add a calibrated steering curve for feature 1309
     saesteer eval --vision                                # the tiny LLaVA's vision SAE on its 16 stamp kinds
+    saesteer eval --vision --images DIR [--model LLAVA --sae S]   # your images, one subfolder per class
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=3, help="FMS: trees of depth 1..DEPTH")
     p.add_argument("--vision", action="store_true",
                    help="the embedded tiny LLaVA's vision SAE, labelled by the gallery's 16 stamp kinds")
+    p.add_argument("--images", default=None,
+                   help="with --vision: a folder of images, one subfolder per class (default: the tiny LLaVA's gallery)")
+    p.add_argument("--per-class", type=int, default=None, help="with --images: at most this many images per class")
     p.add_argument("--out", default="report", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -102,19 +106,59 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_vision(a: argparse.Namespace) -> dict[str, Any]:
-    """The report for the embedded tiny LLaVA's vision SAE, on every patch token of its gallery images,
-    labelled by stamp kind (no CE or KL: the tower has no next-token loss of its own)."""
-    from saesteer.embedded.vlm import load_tiny_llava_steered, tiny_llava_gallery, tiny_llava_path
+    """The report for a vision SAE, on every patch token of each image, labelled by the image's class
+    (no CE or KL: the tower has no next-token loss of its own). Default: the embedded tiny LLaVA with
+    its shipped SAE and its gallery's 16 stamp kinds; ``--images DIR`` gives the images,
+    ``--model``/``--sae`` a LLaVA-style model (local folder, or hub id when online) and its SAE."""
     from saesteer.eval.card import report_card
-    from saesteer.eval.collect import collect_images
+    from saesteer.eval.collect import collect_images, images_from_folder
     from saesteer.eval.html import render
 
-    sm, proc = load_tiny_llava_steered()
-    acts = collect_images(sm, proc, tiny_llava_gallery(), progress=not a.quiet)
-    card = report_card(sm.sae, acts, neurons=not a.no_neurons, depth=a.depth, progress=not a.quiet)
-    card["sae"]["path"] = str(tiny_llava_path() / "sae")
+    images = images_from_folder(a.images, a.per_class) if a.images else None  # bad folders fail before loading
+    if a.model == "smollm2" and a.sae is None:
+        from saesteer.embedded.vlm import load_tiny_llava_steered, tiny_llava_gallery, tiny_llava_path
+
+        sm, proc = load_tiny_llava_steered()
+        images = images or tiny_llava_gallery()
+        sae_path = str(tiny_llava_path() / "sae")
+    else:
+        if a.model == "smollm2" or a.sae is None:
+            raise SaesteerError("--vision with your own model needs both --model (a LLaVA-style folder or hub id) "
+                                "and --sae; without either it reports the embedded tiny LLaVA")
+        if images is None:
+            raise SaesteerError("--vision with your own model needs --images DIR (one subfolder per class)")
+        sm, proc = _load_vlm(a.model, a.sae, a.hook)
+        sae_path = a.sae
+    acts = collect_images(sm, proc, images, hook=a.hook, progress=not a.quiet)
+    card = report_card(sm.attachment(a.hook).sae, acts, neurons=not a.no_neurons, depth=a.depth,
+                       progress=not a.quiet)
+    card["sae"]["path"] = sae_path
     _write(a, card, render(card))
     return card
+
+
+def _load_vlm(name: str, sae: str, hook: str | None) -> tuple[Any, Any]:
+    """A LLaVA-style model and its processor (local folder, or hub id from the cache when offline, failing
+    at once when absent), wrapped with ``sae`` at ``hook`` (default: the hook the SAE names, else the
+    layer the model reads)."""
+    from pathlib import Path
+
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    import saesteer
+
+    offline = False
+    if not Path(name).expanduser().exists():
+        from saesteer.sae.formats.hub import hub_reachable
+
+        offline = not hub_reachable()
+    try:
+        proc = AutoProcessor.from_pretrained(name, local_files_only=offline)
+        model = AutoModelForImageTextToText.from_pretrained(name, local_files_only=offline)
+    except (OSError, ValueError) as e:
+        where = "it is not a local folder and the hub is unreachable" if offline else str(e)
+        raise SaesteerError(f"cannot load vision-language model {name!r}: {where}") from None
+    return saesteer.wrap(model.eval(), sae, **({"hook": hook} if hook else {})), proc
 
 
 def _write(a: argparse.Namespace, card: dict[str, Any], page: str) -> None:

@@ -143,6 +143,27 @@ def collect(model: Any, tokenizer: Any, hook: str, data: Labelled, *, max_len: i
     return Activations(torch.cat(xs)[:max_rows], torch.cat(ls)[:max_rows], torch.cat(ds)[:max_rows], data.names)
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def images_from_folder(path: str | Path, max_per_class: int | None = None) -> list[dict]:
+    """``[{"path", "kind"}]`` from an image-folder layout, ``path/<class>/<image>`` (the class is the
+    subfolder's name; files sorted by name, hidden files skipped). SaesteerError, before any image is
+    read, when the folder is missing or holds fewer than 2 classes with images."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise SaesteerError(f"--images {path}: not a folder (expected one subfolder of images per class)")
+    out = []
+    for cls in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        files = sorted(f for f in cls.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+        out += [{"path": str(f), "kind": cls.name} for f in files[:max_per_class]]
+    kinds = sorted({o["kind"] for o in out})
+    if len(kinds) < 2:
+        raise SaesteerError(f"--images {path}: found images of {len(kinds)} class(es) {kinds}; the layout is "
+                            f"FOLDER/<class>/<image>{'|'.join(IMAGE_SUFFIXES)} with at least 2 classes")
+    return out
+
+
 @torch.no_grad()
 def collect_images(steered: Any, processor: Any, images: list[dict], *, hook: str | None = None,
                    progress: bool = True) -> Activations:
@@ -158,7 +179,11 @@ def collect_images(steered: Any, processor: Any, images: list[dict], *, hook: st
     xs, ls, ds = [], [], []
     for d, im in enumerate(tqdm(images, desc="image activations", unit="img", disable=not progress)):
         with Image.open(im["path"]) as img:
-            pv = processor.pixel_values([img.convert("RGBA")])
+            if hasattr(processor, "pixel_values"):  # the embedded tiny LLaVA's processor (reads alpha)
+                pv = processor.pixel_values([img.convert("RGBA")])
+            else:  # a transformers processor (LLaVA's AutoProcessor) or image processor
+                ip = getattr(processor, "image_processor", processor)
+                pv = ip(images=[img.convert("RGB")], return_tensors="pt")["pixel_values"]
         x, att = hooked_tokens(steered, pv, hook)
         x = x[0, att.point.image.cls_tokens:].float().cpu()
         xs.append(x)

@@ -119,8 +119,13 @@ class SweepResult:
             raise EditError(f"no setting of feature {self.feature} kept perplexity within {self.budget:g}x the "
                             f"unsteered {self.baseline.perplexity:.3g} (tried {len(self.points)}: "
                             f"{self._closest()}); raise the budget or try lower strengths")
-        c = self.chosen
-        return EditSet((point_edit(c.kind, self.feature, c.value, self.hook),))
+        return self.edits_for(self.chosen)
+
+    def edits_for(self, point: SweepPoint) -> EditSet:
+        """Any measured point's setting as an EditSet (the baseline has none: EditError)."""
+        if point.kind not in KINDS:
+            raise EditError(f"the {point.kind!r} point is the unsteered baseline; it has no edit")
+        return EditSet((point_edit(point.kind, self.feature, point.value, self.hook),))
 
     def _closest(self) -> str:
         ok = [p for p in self.points if math.isfinite(p.perplexity) and p.concept > self.baseline.concept]
