@@ -26,7 +26,7 @@ def _flat_resid(model, moves: np.ndarray, valid: np.ndarray) -> torch.Tensor:
 
 
 def fit_probe(
-    x: torch.Tensor, y: torch.Tensor, n_classes: int, epochs: int = 6, batch: int = 1024, lr: float = 3e-3, seed: int = 0
+    x: torch.Tensor, y: torch.Tensor, n_classes: int, epochs: int = 6, batch: int = 512, lr: float = 1e-2, seed: int = 0
 ) -> torch.nn.Linear:
     """Fit a linear probe: ``x`` float (N, d), ``y`` long (N, 64) class per square. Adam over
     minibatches, seeded. Costs ``epochs * N * d * 64 * C * 6`` flops (a few seconds for 100k
