@@ -61,9 +61,15 @@ def test_residual_stream_is_aligned_with_moves():
 def test_train_is_deterministic_and_writes_metrics(tmp_path):
     kw = dict(steps=3, batch=16, n_layer=1, d_model=32, n_head=2, eval_every=0, eval_games=40, log=lambda s: None)
     m1 = train(tmp_path / "a", **kw)
-    m2 = train(tmp_path / "b", **kw)
+    paused = train(tmp_path / "b", session_steps=2, **kw)  # as if the time budget ran out
+    assert paused["stopped_by_time_budget"] and paused["steps"] == 2
+    assert (tmp_path / "b" / "checkpoint.pt").exists() and not (tmp_path / "b" / "model.safetensors").exists()
+    m2 = train(tmp_path / "b", **kw)  # the same call resumes and finishes
     a, b = (tmp_path / "a" / "model.safetensors").read_bytes(), (tmp_path / "b" / "model.safetensors").read_bytes()
-    assert a == b
+    assert a == b and not (tmp_path / "b" / "checkpoint.pt").exists() and m2["sessions"] == 2
+    train(tmp_path / "c", session_steps=1, **kw)
+    with pytest.raises(ValueError, match="checkpoint"):  # a checkpoint of other settings is refused
+        train(tmp_path / "c", **{**kw, "lr": 1e-4})
     assert m1["legal_move_rate"] == m2["legal_move_rate"] and 0 <= m1["legal_move_rate"] <= 1
     saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert saved["steps"] == 3 and saved["train_games"] == 48 and saved["size_bytes"] > 0
