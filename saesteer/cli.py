@@ -233,6 +233,11 @@ def cmd_features(a: argparse.Namespace) -> int:
         print(f"feature {f}: {sae.labels[f]}")
         if info.get("explanation"):
             print(f"  explanation from {info.get('explanation_source')}; automatic label: {info.get('label') or 'none'}")
+            sc = info.get("explanation_scores") or {}
+            if sc:
+                print("  scores (balanced accuracy): " + ", ".join(
+                    f"{k} {v:.2f}" for k, v in sc.items() if isinstance(v, (int, float))) +
+                      (f"; method {sc['method']}" if sc.get("method") else ""))
         if "density" in info:
             print(f"  fires on {info['density']:.3%} of tokens; logit effect: "
                   f"{', '.join(map(repr, info.get('logit_tokens', [])))}")
@@ -371,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("label", help="label every feature of an SAE from text (see `saesteer label --help`)",
                         add_help=False)
     lb.set_defaults(fn=None)
+    ex = sub.add_parser("explain", help="explain features in words and score the explanations (delphi detection "
+                                        "and fuzzing, a SAGE-style loop; see `saesteer explain --help`)", add_help=False)
+    ex.set_defaults(fn=None)
     ev = sub.add_parser("eval", help="an SAE's report card: reconstruction, sparsity, L0 diagnostics, "
                                      "monosemanticity vs neurons, steering strength (see `saesteer eval --help`)",
                         add_help=False)
@@ -436,6 +444,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from saesteer.eval.cli import eval_main
 
         return int(eval_main(argv[1:]) or 0)
+    if argv[:1] == ["explain"]:
+        from saesteer.explain.cli import explain_main
+
+        return int(explain_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)

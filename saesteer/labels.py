@@ -108,15 +108,19 @@ class FeatureLabels(Mapping[int, str]):
         hits.sort(key=lambda m: (-m.score, m.feature))
         return hits[:top]
 
-    def with_explanations(self, explanations: Mapping[int, str], source: str) -> "FeatureLabels":
+    def with_explanations(self, explanations: Mapping[int, str], source: str,
+                          scores: Mapping[int, Mapping[str, Any]] | None = None) -> "FeatureLabels":
         """A copy whose features carry ``explanations`` (feature -> text) from ``source`` (e.g.
         ``"neuronpedia gpt-4o-mini"``): ``labels[i]`` then reads the explanation, the automatic label
         stays in the record as ``label``, and search also matches the explanation's words. Features
-        with no record yet get one holding only the explanation."""
+        with no record yet get one holding only the explanation. ``scores`` (feature -> e.g.
+        ``{"detection": 0.8, "fuzzing": 0.7}``) are kept as ``explanation_scores``."""
         records = {f: dict(r) for f, r in self._by_id.items()}
         for f, text in explanations.items():
             r = records.setdefault(int(f), {"feature": int(f)})
             r["explanation"], r["explanation_source"] = str(text), source
+            if scores and int(f) in scores:
+                r["explanation_scores"] = dict(scores[int(f)])
         meta = dict(self.meta)
         meta.setdefault("explanation_sources", [])
         if source not in meta["explanation_sources"]:

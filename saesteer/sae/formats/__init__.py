@@ -349,7 +349,10 @@ def load_sae(
                       "its SAELens release name to fold the factor in, or call sae.fold_input_scale(s)", stacklevel=2)
     from saesteer.labels import FeatureLabels
 
-    sae.labels = FeatureLabels.find(p if p.is_dir() else p.parent)
+    from saesteer.explain import store as explanations
+
+    folder = p if p.is_dir() else p.parent
+    sae.labels = explanations.apply(FeatureLabels.find(folder), folder)
     sae = sae.to(device=device, dtype=dtype or torch.float32)
     return sae.eval()
 
