@@ -185,25 +185,26 @@ def test_feature_windows_on_a_tiny_model():
 
 @pytest.mark.real
 def test_saesteer_explain_runs_offline_on_the_bundled_default(tmp_path):
-    """The CLI with SmolLM2 as explainer and scorer, one feature, one-shot + label, on a small text file."""
+    """The CLI with SmolLM2 as explainer and scorer: one feature, the automatic label and a one-shot
+    explanation, each scored on 10 + 10 windows of the repo's README (the corpus may not be built)."""
+    from pathlib import Path
+
+    import saesteer
     from saesteer.cli import main
     from saesteer.embedded import default_sae_path
 
+    readme = Path(__file__).resolve().parents[1] / "README.md"
     texts = tmp_path / "t.txt"
-    texts.write_text("\n".join(["The Lord spake unto Moses, saying, Speak unto the children of Israel. " * 6,
-                                "def add(a, b):\n    return a + b  # a Python function that adds numbers. " * 6,
-                                "The kernel driver registers the device and its interrupt handler at boot. " * 6] * 12))
+    texts.write_text(" ".join(readme.read_text().split()))
+    feature = saesteer.load_sae(default_sae_path()).labels.search("device")[0].feature
     out = tmp_path / "ex"
-    import saesteer
-
-    sae = saesteer.load_sae(default_sae_path())
-    feature = sae.labels.search("kjv unto")[0].feature
     assert main(["explain", "--features", str(feature), "--methods", "label,oneshot", "--texts", str(texts),
-                 "--min-examples", "5", "--max-windows", "300", "--out", str(out), "--quiet"]) == 0
+                 "--min-examples", "5", "--max-windows", "240", "--test-examples", "10", "--out", str(out),
+                 "--quiet"]) == 0
     data = json.loads((out / "feature_explanations.json").read_text())
     rec = data["features"][str(feature)]
-    assert data["meta"]["llm"] == "SmolLM2-135M-Instruct"
-    if "skipped" not in rec:
-        for m in ("label", "oneshot"):
-            s = rec[m]["detection"]
-            assert 0 <= s["balanced_accuracy"] <= 1 and "auc" in s and s["n"] > 0
+    assert data["meta"]["llm"] == "SmolLM2-135M-Instruct" and "skipped" not in rec, rec
+    for m in ("label", "oneshot"):
+        s = rec[m]["detection"]
+        assert s["n"] == 20 and 0 <= s["balanced_accuracy"] <= 1 and 0 <= s["auc"] <= 1
+        assert rec[m]["fuzzing"]["n"] == 20 and rec[m]["explanation"]

@@ -37,6 +37,8 @@ def parser() -> argparse.ArgumentParser:
                    help="'corpus' (the built-in corpus's held-out split) or a text file (one document per line)")
     p.add_argument("--max-windows", type=int, default=2000, help="32-token windows read from the texts")
     p.add_argument("--min-examples", type=int, default=20, help="skip features with fewer activating windows")
+    p.add_argument("--test-examples", type=int, default=50,
+                   help="activating and non-activating test examples per feature (delphi: 50 each)")
     p.add_argument("--sage-calls", type=int, default=80, help="LLM-call budget of the loop, per feature")
     p.add_argument("--out", default=None, help="folder for feature_explanations.json (default: the SAE's folder)")
     p.add_argument("--quiet", action="store_true")
@@ -98,7 +100,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     llm = load_llm(a.llm, model=a.llm_model)
     log = None if a.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     res = explain_features(sm, llm, texts, feats, methods=methods, min_examples=a.min_examples,
-                           max_windows=a.max_windows, sage_calls=a.sage_calls, progress=not a.quiet, log=log)
+                           max_windows=a.max_windows, sage_calls=a.sage_calls, n_test=a.test_examples, progress=not a.quiet, log=log)
     if not a.features:  # keep the first n_features that had enough examples
         kept = [f for f in sorted(res) if "skipped" not in res[f]][: a.n_features]
         res = {f: res[f] for f in kept}

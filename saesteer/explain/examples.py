@@ -75,6 +75,7 @@ def delphi_split(activating: Sequence[Example], non_activating: Sequence[Example
     """delphi's train / test / non-activating sets (module doc), plus ``n_train_negative`` more
     non-activating windows for held-in checks. The train examples are drawn first (seed ``seed + 1``)
     and the test ones from the rest, so no window is both; likewise the two negative sets."""
+    n_train = min(n_train, len(activating) // 2)  # a scarce feature keeps half its windows for testing
     train = quantile_sample(activating, n_train, n_quantiles, seed + 1)
     ids = {id(e) for e in train}
     rest = [e for e in activating if id(e) not in ids]

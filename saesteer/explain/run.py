@@ -22,13 +22,15 @@ METHODS = ("label", "oneshot", "sage", "random")
 
 def explain_features(steered: Any, llm: LLM, texts: Sequence[str], features: Sequence[int], *,
                      methods: Sequence[str] = ("label", "oneshot", "sage", "random"), min_examples: int = 20,
-                     max_windows: int = 2000, n_shown: int = 1, sage_calls: int = 80, hook: str | None = None,
+                     max_windows: int = 2000, n_shown: int = 1, sage_calls: int = 80, n_test: int = 50,
+                     hook: str | None = None,
                      progress: bool = True, log: Callable[[str], None] | None = None) -> dict[int, dict[str, Any]]:
     """``feature -> method -> {"explanation", "detection", "fuzzing", "log"?}`` for every feature with at
     least ``min_examples`` activating windows in ``texts`` (the others get ``{"skipped": reason}``).
+    ``n_test``: activating and non-activating test examples each (delphi: 50).
 
     Cost: one read of ``texts`` through the model (:func:`feature_windows`), then per feature and method
-    one explanation (1 LLM call; the loop up to ``sage_calls`` plus its probe forwards) and 2 x 100
+    one explanation (1 LLM call; the loop up to ``sage_calls`` plus its probe forwards) and 2 x 2 ``n_test``
     scorer calls (delphi's 50 + 50 examples, one shown at a time)."""
     from tqdm.auto import tqdm
 
@@ -41,10 +43,11 @@ def explain_features(steered: Any, llm: LLM, texts: Sequence[str], features: Seq
     splits: dict[int, Split] = {}
     out: dict[int, dict[str, Any]] = {}
     for f, (on, off) in windows.items():
-        if len(on) < min_examples or len(off) < 60:
-            out[f] = {"skipped": f"{len(on)} activating / {len(off)} non-activating windows (need {min_examples} / 60)"}
+        if len(on) < min_examples or len(off) < n_test + 10:
+            out[f] = {"skipped": f"{len(on)} activating / {len(off)} non-activating windows "
+                                 f"(need {min_examples} / {n_test + 10})"}
         else:
-            splits[f] = delphi_split(on, off)
+            splits[f] = delphi_split(on, off, n_test=n_test, n_negative=n_test)
     oneshots: dict[int, str] = {}
     bar = tqdm(total=len(splits) * len(methods), desc="explain", unit="expl", disable=not progress)
     order = sorted(splits)
