@@ -31,35 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from saesteer.eval import svg  # noqa: E402
 from saesteer.eval.card import l0_sweep  # noqa: E402
+from saesteer.toy import toy_activations  # noqa: E402
 from saesteer.train import TrainConfig, train_sae  # noqa: E402
 
 
-def toy(n_samples: int, seed: int = 42, n_feat: int = 50, d: int = 100) -> tuple[torch.Tensor, torch.Tensor, float]:
-    g = torch.Generator().manual_seed(seed)
-    D = torch.linalg.qr(torch.randn(d, n_feat, generator=g, dtype=torch.float64))[0].T.float()
-    p = torch.tensor([0.345 * (49 - i) / 50 + 0.05 for i in range(n_feat)], dtype=torch.float64)
-    C = torch.zeros(n_feat, n_feat, dtype=torch.float64)
-    iu = torch.triu_indices(n_feat, n_feat, 1)
-    s = torch.empty(iu.shape[1], dtype=torch.float64).uniform_(0.3, 0.9, generator=g)
-    s = s * torch.where(torch.rand(iu.shape[1], generator=g, dtype=torch.float64) < 0.5, 1.0, -1.0)
-    s = s * (torch.rand(iu.shape[1], generator=g, dtype=torch.float64) >= 0.3)
-    C[iu[0], iu[1]] = s
-    C = C + C.T + torch.eye(n_feat, dtype=torch.float64)
-    w, V = torch.linalg.eigh(C)
-    C = V @ torch.diag(w.clamp_min(1e-6)) @ V.T
-    dd = C.diag().sqrt()
-    C = C / dd[:, None] / dd[None, :]
-    L = torch.linalg.cholesky(C + 1e-9 * torch.eye(n_feat, dtype=torch.float64))
-    thr = torch.distributions.Normal(0.0, 1.0).icdf(1 - p)
-    xs, l0 = [], 0.0
-    for lo in range(0, n_samples, 1 << 20):  # in chunks: memory stays ~1M rows of float64 at a time
-        m = min(1 << 20, n_samples - lo)
-        z = torch.randn(m, n_feat, generator=g, dtype=torch.float64) @ L.T
-        mag = (1 + 0.15 * torch.randn(m, n_feat, generator=g, dtype=torch.float64)).clamp_min(0)
-        f = ((z > thr) * mag).float()
-        l0 += float((f > 0).sum())
-        xs.append(f @ D)
-    return torch.cat(xs), D, l0 / n_samples
+def toy(n_samples: int, seed: int = 42) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The toy model's samples, directions and true L0 (:func:`saesteer.toy.toy_activations`)."""
+    return toy_activations(n_samples, seed)
 
 
 def worker(a: argparse.Namespace) -> None:
