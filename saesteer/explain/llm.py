@@ -71,6 +71,27 @@ class HFChatLLM:
         return {c: float(v) for c, v in zip(choices, p)}
 
 
+    @torch.no_grad()
+    def choice_probs_many(self, conversations: Sequence[Messages], choices: Sequence[str],
+                          batch: int = 16) -> list[dict[str, float]]:
+        """:meth:`choice_probs` of many chats, ``batch`` at a time in left-padded forwards (the same
+        numbers up to float rounding, several times faster on a CPU). Cost: one forward per batch."""
+        first = [self.tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in choices]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        device = next(self.model.parameters()).device
+        out: list[dict[str, float]] = []
+        for lo in range(0, len(conversations), batch):
+            rows = [self._ids(m)[0].tolist() for m in conversations[lo:lo + batch]]
+            n = max(map(len, rows))
+            ids = torch.tensor([[pad] * (n - len(r)) + r for r in rows], device=device)
+            mask = torch.tensor([[0] * (n - len(r)) + [1] * len(r) for r in rows], device=device)
+            pos = (mask.cumsum(-1) - 1).clamp_min(0)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1].float()
+            p = torch.softmax(logits[:, first], -1)
+            out += [{c: float(v) for c, v in zip(choices, row)} for row in p]
+        return out
+
+
 class OpenAIChatLLM:
     """An OpenAI-compatible chat endpoint (``saesteer serve``, ``vllm serve``, OpenAI itself) through the
     ``openai`` client. ``choice_probs`` asks for the top-5 log-probs of the first answer token, as delphi

@@ -115,6 +115,13 @@ def _judge(llm: LLM, system: str, explanation: str, pos: list[str], neg: list[st
     items = [(1, t) for t in pos] + [(0, t) for t in neg]
     random.Random(seed).shuffle(items)
     out: list[Judged] = []
+    many = getattr(llm, "choice_probs_many", None)
+    if n_shown == 1 and many is not None:  # a local model: every example in batched forwards
+        probs = many([_messages(system, explanation, [t]) for _, t in items], ("0", "1"))
+        for (label, t), pr in zip(items, probs):
+            p = pr["1"] / max(pr["0"] + pr["1"], 1e-30)
+            out.append(Judged(label, int(p > 0.5), p, t))
+        return out
     for lo in range(0, len(items), n_shown):
         batch = items[lo:lo + n_shown]
         msgs = _messages(system, explanation, [t for _, t in batch])
