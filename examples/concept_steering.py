@@ -1,7 +1,15 @@
 """Evidence that steering works on the real model: clamp concept features of the bundled SAE on
 SmolLM2-135M-Instruct and measure what the generated text becomes.
 
-    python examples/concept_steering.py            # ~15 min on 2 idle CPU cores (bf16)
+    python examples/concept_steering.py            # calibrated strengths, ~25 min on 2 idle CPU cores (bf16)
+    python examples/concept_steering.py --fixed    # the older rule: clamps at 1x / 2x the largest activation
+
+Calibrated (the default): each candidate gets a steering sweep (saesteer.eval.steering_sweep) of
+clamp-at-generated-positions and add-along-the-decoder-row, scored by the concept lexicon as its
+external score: a screen at 0.5x its largest labelling activation keeps the 3 most promising, a sweep
+over 0.3-0.8x on 8 *selection* prompts follows; of the points whose median perplexity stays within
+SELECT_BUDGET x the unsteered one and whose text is not degenerate, the one raising both scores most is
+kept, then measured on 20 other neutral prompts.
 
 For each concept (Shakespeare, Python code, the King James Bible, the Linux kernel docs) the candidate features are found by
 their labels: two label-search hits for each of four queries ("shakespeare thou", ...) and the four
@@ -39,9 +47,19 @@ CONCEPTS = {
     "linux": ("linux-docs", ("linux kernel", "linux driver", "linux device", "linux config")),
 }
 LEXICON = Path(__file__).with_name("concept_lexicon.json")
-MULTS = (1.0, 2.0)  # clamp values, in units of the feature's largest labelling activation
+MULTS = (1.0, 2.0)  # --fixed: clamp values, in units of the feature's largest labelling activation
 SELECT = ["Tell me something interesting.", "What should I cook tonight?", "Describe your morning.",
           "Give me some advice."]
+#: calibrated mode. Stage 1 screens every candidate with one strength per kind on the SELECT prompts; stage 2
+#: sweeps the SCREEN_KEEP best over SWEEP_STRENGTHS (units of the largest labelling activation) on SWEEP_PROMPTS
+SWEEP_PROMPTS = SELECT + ["Write a short note to a friend.", "What happened at work today?",
+                          "Say something about the weekend.", "What is your opinion on breakfast?"]
+SWEEP_KINDS = ("clamp_generated", "add")
+SCREEN_STRENGTH, SCREEN_KEEP = 0.5, 3
+SWEEP_STRENGTHS = (0.3, 0.4, 0.5, 0.6, 0.8)
+#: selection keeps points within this perplexity ratio on the selection prompts: below the 1.5x target,
+#: since a ratio measured on 8 prompts is noisy and the target is judged on 20 others
+SELECT_BUDGET = 1.4
 PROMPTS = ["What is the weather like in spring?", "Tell me about your favourite animal.", "How do I make tea?",
            "Describe a busy city street.", "What is a good hobby?", "Write a sentence about the ocean.",
            "What do you think about music?", "How do trees grow?", "Tell me about a famous building.",
@@ -147,10 +165,76 @@ def select(sm, tok, labels, cands: list[int], keywords: set[str], gen: dict) -> 
     return best
 
 
+def lexicon_rate(keywords: set[str]):
+    def score(text: str) -> float:
+        w = words(text)
+        return 100 * sum(x in keywords for x in w) / max(len(w), 1)
+    return score
+
+
+def degenerate(text: str) -> bool:
+    """Repetitive text ("unto unto unto ...", "the sons of the sons of ..."): fewer than 35% of its
+    words distinct. Such text can have a *low* perplexity, so the perplexity budget alone misses it."""
+    w = words(text)
+    return len(set(w)) < 0.35 * max(len(w), 1)
+
+
+def _gains(r, texts: list[str], k: int):
+    """Per point of sweep ``r``: (point, keyword gain, feature-activation gain, perplexity ratio, degenerate?)
+    against its baseline; ``texts`` are the sweep's outputs in order (baseline first, ``k`` per point)."""
+    assert len(texts) == k * (1 + len(r.points)), "score is called once per output, baseline first"
+    b = r.baseline
+    return [(p, p.concept_external - b.concept_external, p.concept - b.concept, r.ratio(p),
+             any(map(degenerate, texts[k * (j + 1):k * (j + 2)]))) for j, p in enumerate(r.points)]
+
+
+def _sweep(sm, f: int, keywords: set[str], prompts, strengths, tokens: int):
+    from saesteer.eval import steering_sweep
+
+    rate, texts = lexicon_rate(keywords), []
+
+    def score(text: str) -> float:
+        texts.append(text)
+        return rate(text)
+
+    r = steering_sweep(sm, f, prompts=prompts, kinds=SWEEP_KINDS, strengths=strengths, max_new_tokens=tokens,
+                       budget=SELECT_BUDGET, score=score, progress=False)
+    return r, _gains(r, texts, len(prompts))
+
+
+def select_calibrated(sm, cands: list[int], keywords: set[str], log=print):
+    """Two stages of :func:`saesteer.eval.steering_sweep`. Screen: every candidate, each SWEEP_KIND at
+    SCREEN_STRENGTH on the SELECT prompts (24 tokens), ranked by min(keyword gain / 2 words per 100,
+    feature-activation gain / 1.0), perplexity ignored; the SCREEN_KEEP best go on. Sweep: those over
+    SWEEP_STRENGTHS on SWEEP_PROMPTS (32 tokens). Returns the (feature, EditSet, point, selection
+    perplexity ratio) that maximises the same min() among points that raise both scores, stay within
+    SELECT_BUDGET x the unsteered perplexity and give no degenerate text; else the largest
+    feature-activation gain within the budget; None when nothing fits."""
+    screened = []
+    for f in cands:
+        _, g = _sweep(sm, f, keywords, SELECT, (SCREEN_STRENGTH,), 24)
+        screened.append((max(min(dk / 2.0, dc) for _, dk, dc, _, _ in g), f))
+    keep = [f for _, f in sorted(screened, reverse=True)[:SCREEN_KEEP]]
+    log("  screen: " + ", ".join(f"{f} {s:+.2f}" for s, f in sorted(screened, reverse=True)) + f"; keep {keep}")
+    best, best_key = None, None
+    for f in keep:
+        r, g = _sweep(sm, f, keywords, SWEEP_PROMPTS, SWEEP_STRENGTHS, 32)
+        for p, dk, dc, ratio, degen in g:
+            if ratio > SELECT_BUDGET or degen or not math.isfinite(p.concept):
+                continue
+            key = (dk > 0 and dc > 0, min(dk / 2.0, dc) if dk > 0 else dc)
+            if best_key is None or key > best_key:
+                best, best_key = (f, r.edits_for(p), p, ratio), key
+        log("  " + f"{f}: " + "; ".join(f"{p.kind} {p.strength:g}x kw {dk:+.1f} act {dc:+.2f} ppl {ratio:.2f}x"
+                                        f"{' degenerate' if degen else ''}" for p, dk, dc, ratio, degen in g))
+    return best
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--new-tokens", type=int, default=40)
     p.add_argument("--fp32", action="store_true")
+    p.add_argument("--fixed", action="store_true", help="the older rule: clamps at 1x / 2x the largest activation")
     p.add_argument("--build-lexicon", metavar="CORPUS", nargs="?", const="",
                    help="rebuild concept_lexicon.json from the corpus (scripts/build_corpus.py) and exit")
     p.add_argument("--concepts", default=",".join(CONCEPTS), help="comma-separated subset of " + ", ".join(CONCEPTS))
@@ -168,23 +252,35 @@ def main() -> None:
     for concept in a.concepts.split(","):
         source, queries = CONCEPTS[concept]
         keywords = set(lexicon[source])
-        feature, value = select(sm, tok, labels, candidates(labels, source, queries), keywords, sel_gen)
-        steered = sm.generate(**base_enc, edits={feature: value}, **gen)
+        cands = candidates(labels, source, queries)
+        if a.fixed:
+            feature, value = select(sm, tok, labels, cands, keywords, sel_gen)
+            edit, setting = {feature: value}, f"clamp {value:.1f}"
+        else:
+            print(f"{concept}: sweeping {len(cands)} candidates", flush=True)
+            pick = select_calibrated(sm, cands, keywords)
+            if pick is None:
+                print(f"{concept}: no candidate setting within {SELECT_BUDGET}x perplexity")
+                continue
+            feature, edit, point, sel_ratio = pick
+            value = point.value
+            setting = f"{point.kind} {point.strength:g}x ({value:.1f})"
+        steered = sm.generate(**base_enc, edits=edit, **gen)
         b = measure(sm, tok, base_enc, base_out, feature, keywords)
         s = measure(sm, tok, base_enc, steered, feature, keywords)
-        rows.append((concept, feature, value, labels[feature], b, s,
+        rows.append((concept, feature, setting, labels[feature], b, s,
                      tok.decode(steered[0, base_enc["input_ids"].shape[1]:], skip_special_tokens=True)))
     print(f"SmolLM2-135M-Instruct + bundled SAE, {len(PROMPTS)} neutral prompts, {a.new_tokens} new tokens, "
           f"{'fp32' if a.fp32 else 'bf16'}; mean over prompts (unsteered -> steered)\n")
-    print("| concept | feature | clamp | feature act on output | distinctive words /100 | perplexity |")
+    print("| concept | feature | setting | feature act on output | distinctive words /100 | perplexity (ratio) |")
     print("|---|---|---|---|---|---|")
     for concept, f, v, label, b, s, _ in rows:
         m = statistics.mean
-        print(f"| {concept} | {f} | {v:.1f} | {m(b['feat']):.2f} -> {m(s['feat']):.2f} | "
-              f"{m(b['kw']):.1f} -> {m(s['kw']):.1f} | {statistics.median(b['ppl']):.1f} -> "
-              f"{statistics.median(s['ppl']):.1f} |")
+        pb, ps = statistics.median(b["ppl"]), statistics.median(s["ppl"])
+        print(f"| {concept} | {f} | {v} | {m(b['feat']):.2f} -> {m(s['feat']):.2f} | "
+              f"{m(b['kw']):.1f} -> {m(s['kw']):.1f} | {pb:.2f} -> {ps:.2f} ({ps / pb:.2f}x) |")
     print()
-    for concept, f, v, label, b, s, sample in rows:
+    for concept, f, _, label, b, s, sample in rows:
         print(f"{concept}: feature {f} = {label}\n  '{PROMPTS[0]}' -> {sample.strip()[:160]!r}")
     print(f"\nunsteered: {tok.decode(base_out[0, base_enc['input_ids'].shape[1]:], skip_special_tokens=True)[:160]!r}")
 
