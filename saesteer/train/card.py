@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from saesteer.sae.module import SAE
+from saesteer.train.config import K_ARCHITECTURES
 from saesteer.train.step import SAETrainer
 
 CARD_FILE = "training_card.json"
@@ -44,7 +45,7 @@ def training_card(
         "hook_name": cfg.hook_name,
         "architecture": cfg.architecture,
         "saved_architecture": sae.cfg.architecture,
-        "k": cfg.k if cfg.architecture != "jumprelu" else None,
+        "k": cfg.k if cfg.architecture in K_ARCHITECTURES else None,
         "d_in": trainer.d_in,
         "d_sae": trainer.d_sae,
         "tokens_seen": trainer.tokens_seen,
@@ -74,7 +75,7 @@ def training_card(
         "command": command,
         "config": cfg.to_dict(),
     }
-    if cfg.architecture == "batchtopk":
+    if cfg.architecture in ("batchtopk", "matryoshka"):
         card["batchtopk_threshold"] = sae.cfg.metadata.get("batchtopk_threshold")
         card["batchtopk_threshold_rule"] = (
             "dictionary_learning: EMA (beta=threshold_beta) of the smallest kept activation per batch")

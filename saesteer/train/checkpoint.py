@@ -1,6 +1,6 @@
 """Resumable training checkpoints: one safetensors file holding the parameters, the Adam moments, the
 dead-latent counters and the torch RNG state, with the rest of the state (step, tokens seen, data
-position, scale, BatchTopK threshold, config) as JSON in the file's metadata. No pickle.
+position, scale, BatchTopK threshold, p-annealing's schedule, config) as JSON in the file's metadata. No pickle.
 
 The file is written beside and then moved over the old one (``os.replace``), so a run killed while
 saving keeps its previous checkpoint. A readable copy of the JSON goes to ``state.json``.
@@ -41,7 +41,8 @@ def save_checkpoint(trainer: SAETrainer, folder: str | os.PathLike, extra: dict[
         "version": VERSION, "step": trainer.step_count, "tokens_seen": trainer.tokens_seen,
         "d_in": trainer.d_in, "d_sae": trainer.d_sae, "scale": trainer.scale,
         "batch_threshold": trainer.batch_threshold,
-        "threshold_count": trainer.threshold_count, "config": trainer.cfg.to_dict(), **(extra or {}),
+        "threshold_count": trainer.threshold_count, "extra_state": trainer.extra_state(),
+        "config": trainer.cfg.to_dict(), **(extra or {}),
     }
     text = json.dumps(state)
     tmp = out / (FILE + ".tmp")
@@ -66,7 +67,8 @@ def load_checkpoint(folder: str | os.PathLike, cfg: TrainConfig, *,
         state = json.loads((f.metadata() or {})["state"])
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     saved = state["config"]
-    mismatched = [k for k in TrainConfig.RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
+    now = cfg.to_dict()
+    mismatched = [k for k in TrainConfig.RESUME_KEYS if saved.get(k) != now.get(k)]
     if mismatched:
         diffs = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {getattr(cfg, k)!r}" for k in mismatched)
         raise ValueError(f"cannot resume {path} under a different config ({diffs}); use another out_dir "
@@ -83,6 +85,7 @@ def load_checkpoint(folder: str | os.PathLike, cfg: TrainConfig, *,
     trainer.scale = state["scale"]
     trainer.batch_threshold = float(state["batch_threshold"])
     trainer.threshold_count = int(state.get("threshold_count", 0))
+    trainer.load_extra_state(state.get("extra_state") or {})
     if restore_rng:
         torch.set_rng_state(tensors["rng.torch"])
     return trainer, state

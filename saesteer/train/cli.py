@@ -3,6 +3,9 @@
     saesteer train --model smollm2 --hook blocks.15.hook_resid_post --text corpus/ --out runs/l15 \\
         --architecture topk --k 32 --expansion-factor 8 --total-tokens 2000000
 
+``--architecture``: topk, batchtopk, jumprelu, gated, p_anneal, matryoshka, ordered (the losses and
+what each reproduces: :mod:`saesteer.train.losses`).
+
 ``--model`` is a local HuggingFace folder or ``smollm2`` (the embedded SmolLM2-135M-Instruct).
 ``--text`` is a file or a folder of ``.txt``/``.md`` files (split at blank lines) and ``.jsonl`` files
 (one ``{"text": ...}`` per line). The first ``--eval-seqs`` packed sequences are held out for the
@@ -106,6 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auxk-alpha", type=float, default=1 / 32)
     p.add_argument("--dead-tokens", type=int, default=None)
     p.add_argument("--l0-coefficient", type=float, default=2e-3)
+    p.add_argument("--k-anneal-steps", type=int, default=0, help="TopK-family: anneal k linearly from "
+                   "--k-start (default d_in) to --k over this many steps")
+    p.add_argument("--k-start", type=int, default=None)
+    p.add_argument("--sparsity-coefficient", type=float, default=0.1,
+                   help="gated: lambda of the gate L1; p_anneal: initial alpha")
+    p.add_argument("--sparsity-warmup-steps", type=int, default=None)
+    p.add_argument("--sparsity-function", choices=("Lp^p", "Lp"), default="Lp^p", help="p_anneal")
+    p.add_argument("--p-start", type=float, default=1.0, help="p_anneal")
+    p.add_argument("--p-end", type=float, default=0.2, help="p_anneal")
+    p.add_argument("--anneal-start", type=int, default=None, help="p_anneal: step of the first switch")
+    p.add_argument("--n-sparsity-updates", type=int, default=10, help="p_anneal")
+    p.add_argument("--group-fractions", type=float, nargs="+", default=None,
+                   help="matryoshka: fractions of d_sae per group (sum 1; default 1/16 1/16 1/8 1/4 1/2)")
+    p.add_argument("--adam-betas", type=float, nargs=2, default=(0.9, 0.999))
+    p.add_argument("--grad-clip", type=float, default=None)
     p.add_argument("--encode-dtype", choices=("float32", "bfloat16"), default="float32",
                    help="dtype of the dense encoder matmul that picks the latents (TopK/BatchTopK)")
     p.add_argument("--seed", type=int, default=0)
@@ -163,7 +181,13 @@ def train_main(argv: list[str] | None = None) -> int:
                       k=args.k, lr=args.lr, batch_tokens=args.batch_tokens, total_tokens=args.total_tokens,
                       auxk_alpha=args.auxk_alpha, dead_tokens=args.dead_tokens, l0_coefficient=args.l0_coefficient,
                       seed=args.seed, checkpoint_every=args.checkpoint_every, device=args.device,
-                      encode_dtype=args.encode_dtype,
+                      encode_dtype=args.encode_dtype, k_anneal_steps=args.k_anneal_steps, k_start=args.k_start,
+                      sparsity_coefficient=args.sparsity_coefficient,
+                      sparsity_warmup_steps=args.sparsity_warmup_steps, sparsity_function=args.sparsity_function,
+                      p_start=args.p_start, p_end=args.p_end, anneal_start=args.anneal_start,
+                      n_sparsity_updates=args.n_sparsity_updates,
+                      group_fractions=tuple(args.group_fractions) if args.group_fractions else None,
+                      adam_betas=tuple(args.adam_betas), grad_clip=args.grad_clip,
                       hook_name=src.hook, model_name=src.model_name)
 
     def evaluate(sae):  # noqa: ANN001, ANN202

@@ -7,7 +7,10 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-ARCHITECTURES = ("topk", "batchtopk", "jumprelu")
+ARCHITECTURES = ("topk", "batchtopk", "jumprelu", "gated", "p_anneal", "matryoshka", "ordered")
+#: architectures with a k (a TopK or BatchTopK selection)
+K_ARCHITECTURES = ("topk", "batchtopk", "matryoshka", "ordered")
+SPARSITY_FUNCTIONS = ("Lp^p", "Lp")
 B_DEC_INITS = ("geometric_median", "mean", "zeros")
 
 
@@ -37,6 +40,21 @@ class TrainConfig:
     - ``encode_dtype="bfloat16"`` (TopK/BatchTopK): the dense encoder matmul, which selects the
       latents, runs in bfloat16 (about 2.5x faster on CPUs with AVX512-BF16/AMX; kept values carry
       bf16 rounding, as under GPU autocast). Gradients stay float32.
+    - k-annealing (TopK, BatchTopK, Matryoshka, Ordered; ``k_anneal_steps > 0``): the k of step ``t``
+      is ``int(k_start (1 - r) + k r)`` with ``r = min(t, k_anneal_steps) / k_anneal_steps``
+      (``k_start`` None: ``d_in``, dictionary_learning's start); see :meth:`k_at`. dictionary_learning
+      sets the k of step ``t + 1`` after step ``t`` from ``t``'s ratio (k lags one step); here step
+      ``t`` uses its own. BatchTopK's inference threshold averages only batches at the final k.
+    - Gated, p-annealing, Matryoshka, Ordered: see :mod:`saesteer.train.losses` for each loss, what
+      reproduces its reference and what is saesteer's reading. ``sparsity_coefficient`` is Gated's
+      lambda and p-annealing's initial alpha (0.1 in both references), warmed up linearly from 0 over
+      ``sparsity_warmup_steps`` (None: ``min(2000, steps // 10)``). p-annealing: ``sparsity_function``
+      (``Lp^p`` as the paper's sweep, or ``Lp``), ``p_start`` -> ``p_end`` in ``n_sparsity_updates``
+      switches from ``anneal_start`` (None: ``min(15000, steps // 2)``) to ``anneal_end`` (None: the
+      run's step count, as the reference), ``sparsity_queue_length`` batches averaged for the rescale.
+      Matryoshka: ``group_fractions`` (None: 1/16, 1/16, 1/8, 1/4, 1/2), ``group_weights`` (None:
+      1/#groups each). To match the references' optimisers: Gated ``lr=5e-5, adam_betas=(0, 0.999)``;
+      Matryoshka ``grad_clip=1.0``.
     - ``normalize_activations``: train on ``x * s`` with ``s = sqrt(d_in) / mean ||x||`` (from the
       first batch); ``s`` is folded into the saved SAE, which reads and writes raw activations.
     """
@@ -62,6 +80,19 @@ class TrainConfig:
     jumprelu_bandwidth: float = 0.05
     jumprelu_init_threshold: float = 0.01
     grad_clip: float | None = None
+    k_anneal_steps: int = 0
+    k_start: int | None = None
+    sparsity_coefficient: float = 0.1
+    sparsity_warmup_steps: int | None = None
+    sparsity_function: str = "Lp^p"
+    p_start: float = 1.0
+    p_end: float = 0.2
+    anneal_start: int | None = None
+    anneal_end: int | None = None
+    n_sparsity_updates: int = 10
+    sparsity_queue_length: int = 10
+    group_fractions: tuple[float, ...] | None = None
+    group_weights: tuple[float, ...] | None = None
     encode_dtype: str = "float32"
     seed: int = 0
     checkpoint_every: int = 1000
@@ -82,6 +113,17 @@ class TrainConfig:
         if self.k < 1:
             raise ValueError(f"k must be >= 1; got {self.k}")
         self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))
+        if self.sparsity_function not in SPARSITY_FUNCTIONS:
+            raise ValueError(f"sparsity_function must be one of {', '.join(SPARSITY_FUNCTIONS)}; "
+                             f"got {self.sparsity_function!r}")
+        if self.k_anneal_steps < 0 or self.n_sparsity_updates < 1:
+            raise ValueError("k_anneal_steps must be >= 0 and n_sparsity_updates >= 1")
+        if self.group_fractions is not None:
+            self.group_fractions = tuple(float(f) for f in self.group_fractions)
+            if abs(sum(self.group_fractions) - 1.0) > 1e-6 or min(self.group_fractions) <= 0:
+                raise ValueError(f"group_fractions must be positive and sum to 1; got {self.group_fractions}")
+        if self.group_weights is not None:
+            self.group_weights = tuple(float(w) for w in self.group_weights)
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -120,10 +162,42 @@ class TrainConfig:
             return int(self.threshold_start_step)
         return min(1000, self.steps // 2)
 
+    def k_at(self, step: int, d_in: int) -> int:
+        """The k of step ``step`` (0-based) under k-annealing; ``k`` itself without it."""
+        if not self.k_anneal_steps:
+            return int(self.k)
+        start = int(self.k_start) if self.k_start is not None else int(d_in)
+        r = min(step, self.k_anneal_steps) / self.k_anneal_steps
+        return max(int(start * (1 - r) + self.k * r), 1)
+
+    def sparsity_warmup(self) -> int:
+        if self.sparsity_warmup_steps is not None:
+            return int(self.sparsity_warmup_steps)
+        return min(2000, self.steps // 10)
+
+    def sparsity_scale(self, step: int) -> float:
+        """The sparsity-penalty warm-up factor of step ``step``: ``min(step / warmup, 1)`` (as
+        dictionary_learning's ``get_sparsity_warmup_fn``; 1 without a warm-up)."""
+        w = self.sparsity_warmup()
+        return 1.0 if w <= 0 else min(step / w, 1.0)
+
+    def group_sizes(self, d_sae: int) -> list[int]:
+        """Matryoshka group sizes: ``int(frac * d_sae)`` for all but the last group, which takes the
+        remainder (dictionary_learning's rule)."""
+        fr = self.group_fractions or (1 / 16, 1 / 16, 1 / 8, 1 / 4, 1 / 2)
+        sizes = [int(f * d_sae) for f in fr[:-1]]
+        sizes.append(d_sae - sum(sizes))
+        if min(sizes) <= 0:
+            raise ValueError(f"group_fractions {fr} give an empty group at d_sae={d_sae}: {sizes}")
+        return sizes
+
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["adam_betas"] = list(self.adam_betas)
+        for key in ("group_fractions", "group_weights"):
+            if d[key] is not None:
+                d[key] = list(d[key])
         return d
 
     @classmethod
@@ -132,8 +206,11 @@ class TrainConfig:
         kw = {k: v for k, v in d.items() if k in names}
         if "adam_betas" in kw:
             kw["adam_betas"] = tuple(kw["adam_betas"])
+        for key in ("group_fractions", "group_weights"):
+            if kw.get(key) is not None:
+                kw[key] = tuple(kw[key])
         return cls(**kw)
 
     #: fields that must match for a checkpoint to be resumed under this config
     RESUME_KEYS = ("architecture", "d_sae", "expansion_factor", "k", "batch_tokens", "normalize_activations",
-                   "seed", "b_dec_init")
+                   "seed", "b_dec_init", "group_fractions")

@@ -1,7 +1,8 @@
 """``SAETrainer``: the parameters, optimizer and bookkeeping of one SAE being trained, and one step.
 
 Parameters live in saesteer's SAE layout (``W_enc [d_in, d_sae]``, ``b_enc``, ``W_dec [d_sae, d_in]``,
-``b_dec``, ``threshold`` for JumpReLU) in the normalised units of training; :meth:`to_sae` folds
+``b_dec``, ``threshold`` for JumpReLU; Gated: ``W_enc`` is ``W_gate``, with ``b_gate``, ``b_mag``,
+``r_mag`` and no ``b_enc``) in the normalised units of training; :meth:`to_sae` folds
 the normalisation back out. Decoder rows stay unit-norm: the gradient along each row is removed
 before the Adam step and rows are renormalised after it (as sparsify and dictionary_learning do).
 """
@@ -15,8 +16,8 @@ import torch
 from torch import nn
 
 from saesteer.sae.module import SAE, SAEConfig
-from saesteer.train import ops
-from saesteer.train.config import TrainConfig
+from saesteer.train import losses, ops
+from saesteer.train.config import K_ARCHITECTURES, TrainConfig
 
 
 class SAETrainer:
@@ -27,18 +28,28 @@ class SAETrainer:
         self.cfg = cfg
         self.d_in = int(d_in)
         self.d_sae = cfg.width(self.d_in)
-        if cfg.architecture != "jumprelu" and cfg.k > self.d_sae:
-            raise ValueError(f"k={cfg.k} is larger than d_sae={self.d_sae}")
+        arch = cfg.architecture
+        if arch in K_ARCHITECTURES and max(cfg.k, cfg.k_at(0, self.d_in)) > self.d_sae:
+            raise ValueError(f"k={cfg.k} (or k_start={cfg.k_at(0, self.d_in)}) is larger than d_sae={self.d_sae}")
         dev = torch.device(cfg.device)
         g = torch.Generator().manual_seed(cfg.seed)
         W_dec = torch.randn(self.d_sae, self.d_in, generator=g)
         W_dec /= W_dec.norm(dim=-1, keepdim=True)
+        biases = ("b_gate", "b_mag", "r_mag") if arch == "gated" else ("b_enc",)
         self.params = nn.ParameterDict({
             "W_enc": nn.Parameter(W_dec.t().contiguous()),
-            "b_enc": nn.Parameter(torch.zeros(self.d_sae)),
+            **{b: nn.Parameter(torch.zeros(self.d_sae)) for b in biases},
             "W_dec": nn.Parameter(W_dec),
             "b_dec": nn.Parameter(torch.zeros(self.d_in)),
         })
+        self.schedule = losses.PAnneal(cfg) if arch == "p_anneal" else None
+        if arch == "matryoshka":
+            sizes = cfg.group_sizes(self.d_sae)
+            self.group_sizes = sizes
+            self.group_of = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(dev)
+            self.group_weights = list(cfg.group_weights or [1.0 / len(sizes)] * len(sizes))
+            if len(self.group_weights) != len(sizes):
+                raise ValueError(f"{len(self.group_weights)} group_weights for {len(sizes)} groups")
         if cfg.architecture == "jumprelu":
             self.params["threshold"] = nn.Parameter(torch.full((self.d_sae,), cfg.jumprelu_init_threshold))
         self.params.to(dev)
@@ -89,6 +100,8 @@ class SAETrainer:
             loss = fvu + cfg.l0_coefficient * l0
             fired |= (f > 0).any(0)
             stats["l0"] = float(l0.detach())
+        elif cfg.architecture in ("gated", "p_anneal"):
+            loss, fvu = self._dense_loss(x, total_var, fired, stats)
         else:
             loss, fvu = self._sparse_loss(x, total_var, fired, stats)
         loss.backward()
@@ -122,9 +135,34 @@ class SAETrainer:
             p.addcdiv_(m, (v / c2).sqrt_().add_(eps), value=-lr / c1)
             p.grad = None
 
+    def _dense_loss(self, x: torch.Tensor, total_var: torch.Tensor, fired: torch.Tensor,
+                    stats: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gated and p-annealing (dense ``N x F`` encodes; :mod:`saesteer.train.losses`)."""
+        cfg, p = self.cfg, self.params
+        scale = cfg.sparsity_scale(self.step_count)
+        if cfg.architecture == "gated":
+            loss, f, parts = losses.gated_loss(p, x, cfg.sparsity_coefficient * scale)
+            x_hat = parts["x_hat"]
+            stats.update(sparsity=float(parts["sparsity"].detach()), aux=float(parts["aux"].detach()))
+        else:
+            assert self.schedule is not None
+            f = torch.relu((x - p["b_dec"]) @ p["W_enc"] + p["b_enc"])
+            x_hat = f @ p["W_dec"] + p["b_dec"]
+            lp, alpha, p_used = self.schedule.penalty(f, self.step_count)
+            loss = (x - x_hat).pow(2).sum(-1).mean() + alpha * scale * lp
+            stats.update(p=p_used, sparsity_coefficient=alpha, sparsity=float(lp.detach()))
+        active = f > 0
+        fired |= active.any(0)
+        stats["l0"] = float(active.sum()) / x.shape[0]
+        return loss, (x - x_hat).pow(2).sum() / total_var
+
     def _sparse_loss(self, x: torch.Tensor, total_var: torch.Tensor, fired: torch.Tensor,
                      stats: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """TopK, BatchTopK, Matryoshka BatchTopK and Ordered (TopK): sparse selections, AuxK."""
         cfg, p = self.cfg, self.params
+        arch = cfg.architecture
+        k = cfg.k_at(self.step_count, self.d_in)
+        stats["k"] = k
         with torch.no_grad():
             x_c = x - p["b_dec"]
             if cfg.encode_dtype == "bfloat16":  # selection and kept values from a bf16 matmul
@@ -132,18 +170,25 @@ class SAETrainer:
                 pre = torch.addmm(p["b_enc"].to(bf), x_c.to(bf), p["W_enc"].to(bf))
             else:
                 pre = torch.addmm(p["b_enc"], x_c, p["W_enc"])
-        if cfg.architecture == "batchtopk":
-            sel = ops.batch_topk_select(pre, cfg.k)
-        else:
-            sel = ops.topk_select(pre, cfg.k)
+        batch = arch in ("batchtopk", "matryoshka")
+        sel = ops.batch_topk_select(pre, k) if batch else ops.topk_select(pre, k)
         vals = ops.selected_values(sel, x_c, p["W_enc"], p["b_enc"], p["b_dec"])
-        x_hat = ops.sparse_decode(sel, vals, p["W_dec"]) + p["b_dec"]
+        if arch == "matryoshka":
+            recon, x_hat = losses.matryoshka_recon(sel, vals, x, p["W_dec"], p["b_dec"], self.group_of,
+                                                   self.group_weights)
+        elif arch == "ordered":
+            recon, x_hat = losses.ordered_recon(sel, vals, x, p["W_dec"], p["b_dec"], k)
+            recon = recon / total_var
+        else:
+            x_hat = ops.sparse_decode(sel, vals, p["W_dec"]) + p["b_dec"]
+            recon = None
         e = x - x_hat
         fvu = e.pow(2).sum() / total_var
         active = sel.values > 0
         fired[sel.cols[active]] = True
         stats["l0"] = float(active.sum()) / x.shape[0]
-        if cfg.architecture == "batchtopk" and self.step_count >= cfg.threshold_start() and active.any():
+        # (saesteer: batches of a k-annealing phase, k > cfg.k, stay out of the inference threshold)
+        if batch and self.step_count >= cfg.threshold_start() and k == cfg.k and active.any():
             # EMA of the smallest kept activation (dictionary_learning); its weight is at least
             # 1/n, so the first 1/(1-beta) batches are averaged evenly rather than the first one ruling
             self.threshold_count += 1
@@ -151,7 +196,7 @@ class SAETrainer:
             smallest = float(sel.values[active].min())
             prev = self.batch_threshold
             self.batch_threshold = smallest if prev < 0 else (1 - w) * prev + w * smallest
-        loss = fvu
+        loss = fvu if recon is None else recon
         dead = self.tokens_since_fired >= cfg.dead_window()
         n_dead = int(dead.sum())
         if cfg.auxk_alpha > 0 and n_dead > 0:
@@ -159,7 +204,10 @@ class SAETrainer:
             aux = ops.sub_select(pre, dead.nonzero().squeeze(1), k_aux)
             aux_vals = ops.selected_values(aux, x_c, p["W_enc"], p["b_enc"], p["b_dec"])
             e_hat = ops.sparse_decode(aux, aux_vals, p["W_dec"])
-            auxk = min(n_dead / k_aux, 1.0) * (e_hat - e.detach()).pow(2).sum() / total_var
+            if arch == "matryoshka":
+                auxk = losses.matryoshka_auxk(e_hat, e.detach())
+            else:
+                auxk = min(n_dead / k_aux, 1.0) * (e_hat - e.detach()).pow(2).sum() / total_var
             loss = loss + cfg.auxk_alpha * auxk
             stats["auxk"] = float(auxk.detach())
         return loss, fvu
@@ -168,29 +216,52 @@ class SAETrainer:
         """Fraction of latents that have not fired for the dead-latent window."""
         return float((self.tokens_since_fired >= self.cfg.dead_window()).float().mean())
 
+    def extra_state(self) -> dict[str, Any]:
+        """Schedule state that is not a function of the step (p-annealing's), as JSON for the checkpoint."""
+        return {"p_anneal": self.schedule.state()} if self.schedule is not None else {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if self.schedule is not None and "p_anneal" in state:
+            self.schedule.load(state["p_anneal"])
+
     # ------------------------------------------------------------------ export
+    #: the inference architecture each trained one is saved as
+    SAVED_AS = {"topk": "topk", "ordered": "topk", "batchtopk": "jumprelu", "matryoshka": "jumprelu",
+                "jumprelu": "jumprelu", "gated": "gated", "p_anneal": "relu"}
+
     def to_sae(self) -> SAE:
         """The trained SAE for inference, reading and writing raw activations (scale folded out):
-        TopK as ``topk``; BatchTopK as ``jumprelu`` with its threshold broadcast; JumpReLU as is."""
+        TopK and Ordered as ``topk``; BatchTopK and Matryoshka as ``jumprelu`` with their threshold
+        broadcast; JumpReLU as is; Gated as ``gated``; p-annealing as ``relu``."""
         cfg, p = self.cfg, self.params
         s = self.scale or 1.0
-        arch = "topk" if cfg.architecture == "topk" else "jumprelu"
+        arch = self.SAVED_AS[cfg.architecture]
         meta: dict[str, Any] = {"training_tokens": self.tokens_seen, "training_scale": s,
                                 "trained_with": "saesteer.train"}
-        if cfg.architecture == "batchtopk":
+        if cfg.architecture in ("batchtopk", "matryoshka"):
             meta["batchtopk_k"] = cfg.k
             meta["batchtopk_threshold"] = self.batch_threshold / s
+        if cfg.architecture == "matryoshka":
+            meta["matryoshka_group_sizes"] = list(self.group_sizes)
+        if self.schedule is not None:
+            meta["p_anneal"] = {"p": self.schedule.p, "sparsity_coefficient": self.schedule.coefficient}
+        src = {"matryoshka": "matryoshka_batchtopk"}.get(cfg.architecture, cfg.architecture)
         sae = SAE(SAEConfig(d_in=self.d_in, d_sae=self.d_sae, architecture=arch,
-                            k=cfg.k if arch == "topk" else None, source_architecture=cfg.architecture,
+                            k=cfg.k if arch == "topk" else None, source_architecture=src,
                             source_format="saesteer", hook_name=cfg.hook_name, model_name=cfg.model_name,
                             metadata=meta))
         with torch.no_grad():
             sae.W_enc.copy_(p["W_enc"])
             sae.W_dec.copy_(p["W_dec"])
-            sae.b_enc.copy_(p["b_enc"] / s)
             sae.b_dec.copy_(p["b_dec"] / s)
+            if arch == "gated":  # every pre-activation scales with the input: biases / s, r_mag as is
+                sae.b_gate.copy_(p["b_gate"] / s)
+                sae.b_mag.copy_(p["b_mag"] / s)
+                sae.r_mag.copy_(p["r_mag"])
+            else:
+                sae.b_enc.copy_(p["b_enc"] / s)
             if cfg.architecture == "jumprelu":
                 sae.threshold.copy_(p["threshold"] / s)
-            elif cfg.architecture == "batchtopk":
+            elif cfg.architecture in ("batchtopk", "matryoshka"):
                 sae.threshold.fill_(max(self.batch_threshold, 0.0) / s)
         return sae.eval()
