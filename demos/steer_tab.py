@@ -47,7 +47,7 @@ def build_steer_tab(registry: ModelRegistry, limits: Limits, pair_state: gr.Stat
             query = gr.Textbox(label="Search labels", placeholder="e.g. kjv, shakespeare, python def",
                                max_length=limits.max_search_chars, elem_id="steer-search", scale=4)
             search_btn = gr.Button("Search", elem_id="steer-search-btn", scale=1)
-        results = gr.Dataframe(headers=["feature", "label"], datatype=["number", "str"], interactive=False,
+        results = gr.Dataframe(headers=["feature", "label (or explanation [scores])"], datatype=["number", "str"], interactive=False,
                                label="Matches (click one to edit it)", max_height=220, elem_id="steer-results")
     with gr.Row(equal_height=True):
         feature = gr.Number(label="Feature", precision=0, elem_id="steer-feature")
@@ -84,7 +84,7 @@ def build_steer_tab(registry: ModelRegistry, limits: Limits, pair_state: gr.Stat
             if labels is None:
                 return [], error_html(DemoInputError(
                     "this SAE has no feature labels (feature_labels.json.gz beside it); type a feature number"))
-            return [[m.feature, m.label] for m in labels.search(q, top=20)], ""
+            return [[m.feature, labels.describe(m.feature)] for m in labels.search(q, top=20)], ""
         except Exception as e:  # noqa: BLE001 - shown in the page
             return [], error_html(e)
 

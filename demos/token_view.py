@@ -115,6 +115,9 @@ def _label(labels: Mapping[int, str] | None, f: int | None) -> str:
     if labels is None or f is None:
         return ""
     try:
+        describe = getattr(labels, "describe", None)  # FeatureLabels: the explanation with its scores
+        if describe is not None and f in labels:
+            return str(describe(f))[:100]
         return str(labels.get(f, ""))[:80]
     except Exception:  # noqa: BLE001 - a label store without this feature
         return ""

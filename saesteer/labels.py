@@ -79,6 +79,15 @@ class FeatureLabels(Mapping[int, str]):
     def __len__(self) -> int:
         return len(self._by_id)
 
+    def describe(self, feature: int) -> str:
+        """One line for a person: the feature's explanation with its scores when ``saesteer explain`` or
+        an import gave it some (``"... [detection 0.71, fuzzing 0.64]"``), else its automatic label."""
+        r = self._by_id[int(feature)]
+        text = str(r.get("explanation") or r.get("label", ""))
+        sc = r.get("explanation_scores") or {} if r.get("explanation") else {}
+        parts = [f"{k} {v:.2f}" for k, v in sc.items() if k in ("detection", "fuzzing") and isinstance(v, (int, float))]
+        return f"{text} [{', '.join(parts)}]" if parts else text
+
     def info(self, feature: int) -> dict[str, Any]:
         """The whole record of one feature (label, top tokens, logit tokens, sources, contexts)."""
         return dict(self._by_id[int(feature)])

@@ -163,6 +163,16 @@ def test_explanations_file_beside_the_sae_feeds_labels_search_and_show(tmp_path,
     assert main(["features", "--sae", str(folder), "--show", "3"]) == 0
     out = capsys.readouterr().out
     assert "ship names" in out and "detection 0.80" in out and "method oneshot" in out
+    # what the demo shows: the explanation with its scores, the automatic label where none exists
+    assert sae.labels.describe(3) == "ship names [detection 0.80, fuzzing 0.70]"
+    from saesteer.demos.token_view import TokenFeatures, render_tokens
+
+    page = render_tokens(TokenFeatures(["x"], [[(3, 1.0)]]), 3, sae.labels, scale=1.0)
+    assert "ship names [detection 0.80, fuzzing 0.70]" in page
+    from saesteer.labels import FeatureLabels
+
+    plain = FeatureLabels([{"feature": 1, "label": "'sea' 'ship'"}])
+    assert plain.describe(1) == "'sea' 'ship'"
     (folder / store.FILE).write_text('{"features": {"x": {}}}')
     with pytest.raises(saesteer.SaesteerError, match="not an integer"):
         saesteer.load_sae(folder)

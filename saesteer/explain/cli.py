@@ -105,8 +105,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         kept = [f for f in sorted(res) if "skipped" not in res[f]][: a.n_features]
         res = {f: res[f] for f in kept}
     meta = {"llm": llm.name, "scorer": llm.name, "texts": a.texts, "max_windows": a.max_windows,
-            "protocol": "delphi detection + fuzzing, 50 activating (10 quantiles, seed 22) + 50 random non-activating "
-                        "32-token windows, one shown at a time; sage = saesteer's reading of SAGE"}
+            "protocol": f"delphi detection + fuzzing, {a.test_examples} activating (10 quantiles, seed 22) + "
+                        f"{a.test_examples} random non-activating 32-token windows, one shown at a time; "
+                        "sage = saesteer's reading of SAGE"}
     path = store.save(out_dir, res, meta)
     return {"path": str(path), "results": res, "summary": summary(res, methods)}
 
