@@ -294,3 +294,55 @@ def test_cli_trains_a_new_architecture(tmp_path):
     assert card["architecture"] == "ordered" and card["tokens_seen"] == 512
     sae = saesteer.load_sae(out)
     assert sae.cfg.architecture == "topk" and sae.cfg.k == 4
+
+
+# ------------------------------------------------------------------------------ G-SAE (saesteer's reading)
+def test_concept_loss_and_steering_by_hand():
+    from saesteer.sae.module import SAE, SAEConfig
+    from saesteer.train import guided
+
+    z = torch.tensor([[0.0, 2.0], [-1.0, 0.5]])
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    want = -(math.log(sig(0.0)) + math.log(1 - sig(2.0)) + math.log(1 - sig(-1.0)) + math.log(sig(0.5))) / 4
+    assert guided.concept_loss(z, y).item() == pytest.approx(want, rel=1e-6)
+    sae = SAE(SAEConfig(d_in=3, d_sae=2, architecture="relu"))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+        sae.W_dec.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.6, 0.8]]))
+    x = torch.tensor([[0.5, 2.0, 1.0]])
+    # f_1(x) = 2.0; x' = x + 0.5 (5 - 2) d_1
+    torch.testing.assert_close(guided.guided_steer(sae, x, 1, 5.0, alpha=0.5),
+                               torch.tensor([[0.5, 2.0 + 1.5 * 0.6, 1.0 + 1.5 * 0.8]]))
+    zc = guided.concept_pre_activations(x, sae.W_enc, sae.b_enc, sae.b_dec, 1)
+    assert zc.tolist() == [[0.5]]
+
+
+def test_guided_latent_learns_its_concept(tmp_path):
+    from saesteer.toy import toy_features
+    from saesteer.train.guided import with_labels
+
+    f, D = toy_features(256 * 120)
+    rows = with_labels(f @ D, (f[:, 10] > 0).float())
+    cfg = TrainConfig(architecture="topk", d_sae=64, k=11, lr=3e-3, batch_tokens=256, total_tokens=256 * 120,
+                      n_concepts=1, normalize_activations=False, checkpoint_every=0)
+    tr = SAETrainer(cfg, 100)
+    stats = [tr.step(b) for b in rows.split(256)]
+    assert stats[-1]["concept_bce"] < 0.5 * stats[0]["concept_bce"]
+    dec = torch.nn.functional.normalize(tr.params["W_dec"].detach()[0], dim=0)
+    assert float(dec @ D[10]) > 0.5  # the reserved latent's decoder row points at its concept's direction
+    with pytest.raises(ValueError, match="concept labels"):
+        tr.step(rows[:256, :100])
+    # labels travel with the rows through train_sae: exact resume as any other run
+    small = rows[:1280]
+    write_cache(list(small.split(300)), tmp_path / "cache", shard_tokens=400)
+    src = CachedActivations(tmp_path / "cache", buffer_tokens=500, seed=1)
+    cfg = TrainConfig(architecture="batchtopk", d_sae=32, k=5, lr=3e-3, batch_tokens=128, total_tokens=128 * 13,
+                      n_concepts=1, checkpoint_every=4, threshold_start_step=2)
+    train_sae(src, cfg, tmp_path / "a", progress=False)
+    train_sae(src, cfg, tmp_path / "b", progress=False, max_steps=6)
+    train_sae(src, cfg, tmp_path / "b", progress=False)
+    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    loaded = saesteer.load_sae(tmp_path / "a")
+    assert loaded.d_in == 100 and loaded.cfg.metadata["guided_concepts"]["latents"] == [0]

@@ -55,6 +55,9 @@ class TrainConfig:
       Matryoshka: ``group_fractions`` (None: 1/16, 1/16, 1/8, 1/4, 1/2), ``group_weights`` (None:
       1/#groups each). To match the references' optimisers: Gated ``lr=5e-5, adam_betas=(0, 0.999)``;
       Matryoshka ``grad_clip=1.0``.
+    - ``n_concepts > 0`` (TopK family): G-SAE concept-guided latents, saesteer's reading
+      (:mod:`saesteer.train.guided`): rows carry ``n_concepts`` 0/1 label columns after the
+      activations, latent ``c`` is trained to predict label ``c`` (weight ``concept_coefficient``).
     - ``normalize_activations``: train on ``x * s`` with ``s = sqrt(d_in) / mean ||x||`` (from the
       first batch); ``s`` is folded into the saved SAE, which reads and writes raw activations.
     """
@@ -93,6 +96,8 @@ class TrainConfig:
     sparsity_queue_length: int = 10
     group_fractions: tuple[float, ...] | None = None
     group_weights: tuple[float, ...] | None = None
+    n_concepts: int = 0
+    concept_coefficient: float = 1.0
     encode_dtype: str = "float32"
     seed: int = 0
     checkpoint_every: int = 1000
@@ -118,6 +123,9 @@ class TrainConfig:
                              f"got {self.sparsity_function!r}")
         if self.k_anneal_steps < 0 or self.n_sparsity_updates < 1:
             raise ValueError("k_anneal_steps must be >= 0 and n_sparsity_updates >= 1")
+        if self.n_concepts < 0 or (self.n_concepts and self.architecture not in K_ARCHITECTURES):
+            raise ValueError(f"n_concepts (G-SAE) needs one of {', '.join(K_ARCHITECTURES)}; "
+                             f"got {self.architecture!r} with n_concepts={self.n_concepts}")
         if self.group_fractions is not None:
             self.group_fractions = tuple(float(f) for f in self.group_fractions)
             if abs(sum(self.group_fractions) - 1.0) > 1e-6 or min(self.group_fractions) <= 0:
@@ -213,4 +221,4 @@ class TrainConfig:
 
     #: fields that must match for a checkpoint to be resumed under this config
     RESUME_KEYS = ("architecture", "d_sae", "expansion_factor", "k", "batch_tokens", "normalize_activations",
-                   "seed", "b_dec_init", "group_fractions")
+                   "seed", "b_dec_init", "group_fractions", "n_concepts")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from saesteer.sae.module import SAE, SAEConfig
-from saesteer.train import losses, ops
+from saesteer.train import guided, losses, ops
 from saesteer.train.config import K_ARCHITECTURES, TrainConfig
 
 
@@ -62,13 +62,14 @@ class SAETrainer:
         self.tokens_seen = 0
         self.tokens_since_fired = torch.zeros(self.d_sae, dtype=torch.long, device=dev)
         self.scale: float | None = None  # x_train = x * scale
+        self.labels: torch.Tensor | None = None  # G-SAE concept labels of the current batch
         self.batch_threshold = -1.0  # BatchTopK inference threshold (normalised units), -1 = unset
         self.threshold_count = 0  # batches averaged into it
 
     # ------------------------------------------------------------------ set-up from the first batch
     def initialize(self, x: torch.Tensor) -> None:
         """Estimate the input scale and initialise ``b_dec`` from the first batch (raw units)."""
-        x = x.to(self.device, torch.float32)
+        x = x[:, :self.d_in].to(self.device, torch.float32)  # without G-SAE label columns
         norm = x.norm(dim=-1).mean().item()
         self.scale = math.sqrt(self.d_in) / norm if self.cfg.normalize_activations and norm > 0 else 1.0
         xs = x * self.scale
@@ -85,7 +86,12 @@ class SAETrainer:
         if self.scale is None:
             self.initialize(x)
         cfg, p = self.cfg, self.params
-        x = x.to(self.device, torch.float32) * self.scale
+        x = x.to(self.device, torch.float32)
+        if x.shape[1] != self.d_in + cfg.n_concepts:
+            raise ValueError(f"rows are {x.shape[1]} wide; this trainer reads {self.d_in} activations"
+                             f" + {cfg.n_concepts} concept labels")
+        self.labels = x[:, self.d_in:] if cfg.n_concepts else None
+        x = x[:, :self.d_in] * self.scale
         n = x.shape[0]
         lr = cfg.lr_at(self.step_count, self.d_sae)
         total_var = (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
@@ -210,6 +216,11 @@ class SAETrainer:
                 auxk = min(n_dead / k_aux, 1.0) * (e_hat - e.detach()).pow(2).sum() / total_var
             loss = loss + cfg.auxk_alpha * auxk
             stats["auxk"] = float(auxk.detach())
+        if cfg.n_concepts:  # G-SAE (saesteer's reading): latent c predicts label c
+            z = guided.concept_pre_activations(x, p["W_enc"], p["b_enc"], p["b_dec"], cfg.n_concepts)
+            bce = guided.concept_loss(z, self.labels)
+            loss = loss + cfg.concept_coefficient * bce
+            stats["concept_bce"] = float(bce.detach())
         return loss, fvu
 
     def dead_fraction(self) -> float:
@@ -241,6 +252,8 @@ class SAETrainer:
         if cfg.architecture in ("batchtopk", "matryoshka"):
             meta["batchtopk_k"] = cfg.k
             meta["batchtopk_threshold"] = self.batch_threshold / s
+        if cfg.n_concepts:
+            meta["guided_concepts"] = {"latents": list(range(cfg.n_concepts)), "reading": "saesteer G-SAE"}
         if cfg.architecture == "matryoshka":
             meta["matryoshka_group_sizes"] = list(self.group_sizes)
         if self.schedule is not None:

@@ -120,10 +120,10 @@ def train_sae(
                     continue
                 produced += 1
                 if trainer is None:
-                    trainer = SAETrainer(cfg, x.shape[1])
-                elif x.shape[1] != trainer.d_in:
+                    trainer = SAETrainer(cfg, x.shape[1] - cfg.n_concepts)  # G-SAE rows end in labels
+                elif x.shape[1] != trainer.d_in + cfg.n_concepts:
                     raise ValueError(f"activations are {x.shape[1]} wide; this SAE (or its checkpoint) "
-                                     f"reads {trainer.d_in}")
+                                     f"reads {trainer.d_in} (+ {cfg.n_concepts} concept labels)")
                 stats = trainer.step(x)
                 if done_here == 0:
                     bar.set_description(desc, refresh=False)
