@@ -222,3 +222,31 @@ def test_feature_endpoints(server):
     with pytest.raises(urllib.error.HTTPError) as e:  # this SAE has no labels: a clear 404
         get("/v1/saesteer/features?search=sea")
     assert e.value.code == 404
+
+
+def test_explain_llm_through_the_server_equals_the_local_one(server):
+    """``saesteer explain --llm openai:URL``: the OpenAI-compatible backend, spoken to a real server,
+    answers and scores as the same model loaded locally (greedy text; the judge's two-choice
+    probabilities from the endpoint's top-5 log-probs)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from saesteer.explain.llm import HFChatLLM, OpenAIChatLLM, load_llm
+
+    url, lm_dir, _ = server
+    tok = AutoTokenizer.from_pretrained(lm_dir)
+    local = HFChatLLM(AutoModelForCausalLM.from_pretrained(lm_dir).eval(), tok)
+    remote = load_llm("openai:" + url + "/v1", model="m", api_key=KEY)
+    assert isinstance(remote, OpenAIChatLLM)
+    msgs = [{"role": "user", "content": "w5 w6 w7"}]
+    assert remote.chat(msgs, max_tokens=5) == local.chat(msgs, max_tokens=5) != ""
+    with torch.no_grad():
+        text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        logits = local.model(**tok(text, add_special_tokens=False, return_tensors="pt")).logits[0, -1]
+    choices = [tok.decode([int(i)]) for i in logits.topk(2).indices]
+    got, want = remote.choice_probs(msgs, choices), local.choice_probs(msgs, choices)
+    assert got is not None and set(got) == set(choices)
+    assert all(abs(got[c] - want[c]) < 1e-4 for c in choices), (got, want)
+    assert OpenAIChatLLM(url + "/v1", "m", api_key="wrong").name.startswith("m @")
+    with pytest.raises(openai.AuthenticationError):
+        OpenAIChatLLM(url + "/v1", "m", api_key="wrong").chat(msgs, max_tokens=2)
