@@ -216,13 +216,14 @@ def toy_acts():
     return toy_activations(1200, d_model=16, n_features=12)[0]
 
 
-@pytest.mark.parametrize("arch", NEW + ["topk_anneal"])
+@pytest.mark.parametrize("arch", NEW + ["topk_anneal", "topk_reweighted"])
 def test_resume_is_exact_and_output_loads(tmp_path, toy_acts, arch):
     write_cache(list(toy_acts.split(300)), tmp_path / "cache", shard_tokens=400)
     src = CachedActivations(tmp_path / "cache", buffer_tokens=500, seed=1)
     steps = 2 * (toy_acts.shape[0] // 128) + 3  # crosses an epoch boundary
-    kw = dict(k_anneal_steps=8, k_start=12) if arch == "topk_anneal" else {}
-    cfg = TrainConfig(architecture="topk" if arch == "topk_anneal" else arch, d_sae=24, k=3, lr=3e-3,
+    kw = {"topk_anneal": dict(k_anneal_steps=8, k_start=12), "topk_reweighted": dict(recon_weighting="inverse_variance")
+          }.get(arch, {})
+    cfg = TrainConfig(architecture="topk" if arch.startswith("topk") else arch, d_sae=24, k=3, lr=3e-3,
                       batch_tokens=128, total_tokens=128 * steps, checkpoint_every=5, dead_tokens=256,
                       threshold_start_step=2, anneal_start=4, n_sparsity_updates=4, sparsity_coefficient=0.05,
                       sparsity_warmup_steps=3, group_fractions=(0.25, 0.25, 0.5), **kw)
@@ -240,7 +241,9 @@ def test_resume_is_exact_and_output_loads(tmp_path, toy_acts, arch):
         assert sa["extra_state"]["p_anneal"]["count"] >= 2
     loaded = saesteer.load_sae(tmp_path / "a")
     want = {"gated": "gated", "p_anneal": "relu", "matryoshka": "jumprelu", "ordered": "topk",
-            "topk_anneal": "topk"}[arch]
+            "topk_anneal": "topk", "topk_reweighted": "topk"}[arch]
+    if arch == "topk_reweighted":
+        assert "recon_weights" in a
     assert loaded.cfg.architecture == want
     x = toy_acts[:200]
     with torch.no_grad():
@@ -346,3 +349,27 @@ def test_guided_latent_learns_its_concept(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     loaded = saesteer.load_sae(tmp_path / "a")
     assert loaded.d_in == 100 and loaded.cfg.metadata["guided_concepts"]["latents"] == [0]
+
+
+# ------------------------------------------------------------------------------ identifiable reweighting
+def test_reweighted_reconstruction_by_hand():
+    x = torch.tensor([[1.0, -0.5, 2.0], [0.3, 0.8, -1.2]])
+    cfg = TrainConfig(architecture="topk", d_sae=4, k=1, lr=1e-3, batch_tokens=2, total_tokens=20,
+                      recon_weighting="inverse_variance", normalize_activations=False, b_dec_init="zeros")
+    tr = SAETrainer(cfg, 3)
+    tr.initialize(x)
+    var = [((x[0, j] - x[1, j]) ** 2 / 2).item() for j in range(3)]  # unbiased variance of 2 rows
+    inv = [1 / v for v in var]
+    w = [v / (sum(inv) / 3) for v in inv]
+    assert tr.recon_weights.tolist() == pytest.approx(w, rel=1e-5)
+    P = {k: v.detach().clone() for k, v in tr.params.items()}
+    stats = tr.step(x)
+    num = den = 0.0
+    for n in range(2):
+        pre = [sum(x[n, j].item() * P["W_enc"][j, i].item() for j in range(3)) for i in range(4)]
+        i = max(range(4), key=lambda c: pre[c])
+        for j in range(3):
+            xh = max(pre[i], 0.0) * P["W_dec"][i, j].item()
+            num += w[j] * (x[n, j].item() - xh) ** 2
+            den += w[j] * (x[n, j].item() - x[:, j].mean().item()) ** 2
+    assert stats["loss"] == pytest.approx(num / den, rel=1e-5)

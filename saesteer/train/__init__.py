@@ -7,7 +7,8 @@
 Pieces: :mod:`~saesteer.train.activations` (text -> activations, stopping the forward at the hook),
 :mod:`~saesteer.train.cache` (on-disk activation shards), :mod:`~saesteer.train.step` (one SAE
 under training: TopK, BatchTopK, JumpReLU, Gated, p-annealing, Matryoshka BatchTopK, Ordered, with
-k-annealing), :mod:`~saesteer.train.losses` (the newer losses and what each reproduces), :mod:`~saesteer.train.trainer` (the loop, checkpoints, resume),
+k-annealing), :mod:`~saesteer.train.losses` (the newer losses and what each reproduces),
+:mod:`~saesteer.train.guided` (G-SAE concept-guided latents and their steering, saesteer's reading), :mod:`~saesteer.train.trainer` (the loop, checkpoints, resume),
 :mod:`~saesteer.train.metrics` (L0, FVU, dead fraction, CE-loss recovered), :mod:`~saesteer.train.card`
 (the training card) and :mod:`~saesteer.train.cli` (``saesteer train``).
 """

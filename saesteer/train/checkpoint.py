@@ -35,6 +35,8 @@ def save_checkpoint(trainer: SAETrainer, folder: str | os.PathLike, extra: dict[
         tensors[f"adam_m.{name}"] = trainer.adam_m[name]
         tensors[f"adam_v.{name}"] = trainer.adam_v[name]
     tensors["tokens_since_fired"] = trainer.tokens_since_fired
+    if trainer.recon_weights is not None:
+        tensors["recon_weights"] = trainer.recon_weights
     tensors["rng.torch"] = torch.get_rng_state()
     tensors = {k: v.to("cpu").contiguous() for k, v in tensors.items()}
     state = {
@@ -80,6 +82,8 @@ def load_checkpoint(folder: str | os.PathLike, cfg: TrainConfig, *,
             trainer.adam_m[name].copy_(tensors[f"adam_m.{name}"])
             trainer.adam_v[name].copy_(tensors[f"adam_v.{name}"])
     trainer.tokens_since_fired = tensors["tokens_since_fired"].to(trainer.device)
+    if "recon_weights" in tensors:
+        trainer.recon_weights = tensors["recon_weights"].to(trainer.device)
     trainer.step_count = int(state["step"])
     trainer.tokens_seen = int(state["tokens_seen"])
     trainer.scale = state["scale"]

@@ -58,6 +58,12 @@ class TrainConfig:
     - ``n_concepts > 0`` (TopK family): G-SAE concept-guided latents, saesteer's reading
       (:mod:`saesteer.train.guided`): rows carry ``n_concepts`` 0/1 label columns after the
       activations, latent ``c`` is trained to predict label ``c`` (weight ``concept_coefficient``).
+    - ``recon_weighting`` (TopK, BatchTopK): the identifiable-SAE reweighted reconstruction
+      ``sum_j w_j (x_j - x_hat_j)^2`` (Cui et al., arXiv 2506.15963), saesteer's reading: weights per
+      input dimension, ``"inverse_variance"`` sets ``w_j = 1 / Var(x_j)`` of the first batch, scaled
+      to mean 1 (the paper's weight-selection principle is not confirmed); ``SAETrainer.recon_weights``
+      can be set to any other ``[d_in]`` weights before the first step. The loss is then a weighted
+      FVU (divided by ``sum_j w_j`` times the variance of dimension ``j``).
     - ``normalize_activations``: train on ``x * s`` with ``s = sqrt(d_in) / mean ||x||`` (from the
       first batch); ``s`` is folded into the saved SAE, which reads and writes raw activations.
     """
@@ -97,6 +103,7 @@ class TrainConfig:
     group_fractions: tuple[float, ...] | None = None
     group_weights: tuple[float, ...] | None = None
     n_concepts: int = 0
+    recon_weighting: str = "none"
     concept_coefficient: float = 1.0
     encode_dtype: str = "float32"
     seed: int = 0
@@ -123,6 +130,10 @@ class TrainConfig:
                              f"got {self.sparsity_function!r}")
         if self.k_anneal_steps < 0 or self.n_sparsity_updates < 1:
             raise ValueError("k_anneal_steps must be >= 0 and n_sparsity_updates >= 1")
+        if self.recon_weighting not in ("none", "inverse_variance"):
+            raise ValueError(f"recon_weighting must be none or inverse_variance; got {self.recon_weighting!r}")
+        if self.recon_weighting != "none" and self.architecture not in ("topk", "batchtopk"):
+            raise ValueError("recon_weighting is implemented for topk and batchtopk only")
         if self.n_concepts < 0 or (self.n_concepts and self.architecture not in K_ARCHITECTURES):
             raise ValueError(f"n_concepts (G-SAE) needs one of {', '.join(K_ARCHITECTURES)}; "
                              f"got {self.architecture!r} with n_concepts={self.n_concepts}")
@@ -221,4 +232,4 @@ class TrainConfig:
 
     #: fields that must match for a checkpoint to be resumed under this config
     RESUME_KEYS = ("architecture", "d_sae", "expansion_factor", "k", "batch_tokens", "normalize_activations",
-                   "seed", "b_dec_init", "group_fractions", "n_concepts")
+                   "seed", "b_dec_init", "group_fractions", "n_concepts", "recon_weighting")

@@ -63,6 +63,8 @@ class SAETrainer:
         self.tokens_since_fired = torch.zeros(self.d_sae, dtype=torch.long, device=dev)
         self.scale: float | None = None  # x_train = x * scale
         self.labels: torch.Tensor | None = None  # G-SAE concept labels of the current batch
+        #: identifiable-SAE reconstruction weights per input dimension (None: unweighted)
+        self.recon_weights: torch.Tensor | None = None
         self.batch_threshold = -1.0  # BatchTopK inference threshold (normalised units), -1 = unset
         self.threshold_count = 0  # batches averaged into it
 
@@ -78,6 +80,9 @@ class SAETrainer:
                 self.params["b_dec"].copy_(ops.geometric_median(xs))
             elif self.cfg.b_dec_init == "mean":
                 self.params["b_dec"].copy_(xs.mean(0))
+        if self.cfg.recon_weighting == "inverse_variance" and self.recon_weights is None:
+            w = 1.0 / xs.var(0).clamp_min(1e-8)
+            self.recon_weights = w / w.mean()
 
     # ------------------------------------------------------------------ one step
     def step(self, x: torch.Tensor) -> dict[str, float]:
@@ -190,6 +195,9 @@ class SAETrainer:
             recon = None
         e = x - x_hat
         fvu = e.pow(2).sum() / total_var
+        if self.recon_weights is not None and recon is None:  # identifiable-SAE reweighting (saesteer's reading)
+            w = self.recon_weights.to(x.device)
+            recon = (e.pow(2) * w).sum() / ((x - x.mean(0)).pow(2) * w).sum().clamp_min(1e-12)
         active = sel.values > 0
         fired[sel.cols[active]] = True
         stats["l0"] = float(active.sum()) / x.shape[0]
