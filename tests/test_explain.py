@@ -218,3 +218,27 @@ def test_saesteer_explain_runs_offline_on_the_bundled_default(tmp_path):
         s = rec[m]["detection"]
         assert s["n"] == 20 and 0 <= s["balanced_accuracy"] <= 1 and 0 <= s["auc"] <= 1
         assert rec[m]["fuzzing"]["n"] == 20 and rec[m]["explanation"]
+
+
+def test_explain_features_limit_keeps_the_first_features_with_enough_examples():
+    import random as rnd
+
+    import saesteer
+    from saesteer.explain.run import explain_features
+    from tiny import CharTokenizer, random_sae, tiny_lm
+
+    sm = saesteer.wrap(tiny_lm("llama"), random_sae(32, 64, "relu"), hook="blocks.1.hook_resid_post",
+                       tokenizer=CharTokenizer())
+    r = rnd.Random(0)
+    texts = ["".join(r.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(400)) for _ in range(8)]
+    kw = dict(methods=("oneshot",), min_examples=2, max_windows=100, n_test=2, progress=False)
+    every = ScriptedLLM()
+    full = explain_features(sm, every, texts, list(range(64)), **kw)
+    done = sorted(f for f, rec in full.items() if "skipped" not in rec)
+    assert len(done) >= 3, "the fixture needs features with enough examples"
+    llm = ScriptedLLM()
+    cut = explain_features(sm, llm, texts, list(range(64)), limit=2, **kw)
+    assert sorted(f for f, rec in cut.items() if "skipped" not in rec) == done[:2]
+    assert all(f < done[1] for f, rec in cut.items() if "skipped" in rec)
+    assert 0 < llm.calls < every.calls  # the features past the limit cost no LLM call
+    assert cut[done[0]]["n_activating"] == full[done[0]]["n_activating"]

@@ -100,7 +100,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     llm = load_llm(a.llm, model=a.llm_model)
     log = None if a.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     res = explain_features(sm, llm, texts, feats, methods=methods, min_examples=a.min_examples,
-                           max_windows=a.max_windows, sage_calls=a.sage_calls, n_test=a.test_examples, progress=not a.quiet, log=log)
+                           max_windows=a.max_windows, sage_calls=a.sage_calls, n_test=a.test_examples,
+                           limit=None if a.features else a.n_features,
+                           progress=not a.quiet, log=log)
     if not a.features:  # keep the first n_features that had enough examples
         kept = [f for f in sorted(res) if "skipped" not in res[f]][: a.n_features]
         res = {f: res[f] for f in kept}

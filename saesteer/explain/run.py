@@ -23,11 +23,12 @@ METHODS = ("label", "oneshot", "sage", "random")
 def explain_features(steered: Any, llm: LLM, texts: Sequence[str], features: Sequence[int], *,
                      methods: Sequence[str] = ("label", "oneshot", "sage", "random"), min_examples: int = 20,
                      max_windows: int = 2000, n_shown: int = 1, sage_calls: int = 80, n_test: int = 50,
-                     hook: str | None = None,
+                     hook: str | None = None, limit: int | None = None,
                      progress: bool = True, log: Callable[[str], None] | None = None) -> dict[int, dict[str, Any]]:
     """``feature -> method -> {"explanation", "detection", "fuzzing", "log"?}`` for every feature with at
     least ``min_examples`` activating windows in ``texts`` (the others get ``{"skipped": reason}``).
-    ``n_test``: activating and non-activating test examples each (delphi: 50).
+    ``n_test``: activating and non-activating test examples each (delphi: 50). ``limit``: explain only the
+    first ``limit`` features (by index) that have enough examples; the others are left out of the result.
 
     Cost: one read of ``texts`` through the model (:func:`feature_windows`), then per feature and method
     one explanation (1 LLM call; the loop up to ``sage_calls`` plus its probe forwards) and 2 x 2 ``n_test``
@@ -48,6 +49,9 @@ def explain_features(steered: Any, llm: LLM, texts: Sequence[str], features: Seq
                                  f"(need {min_examples} / {n_test + 10})"}
         else:
             splits[f] = delphi_split(on, off, n_test=n_test, n_negative=n_test)
+    if limit is not None:
+        splits = {f: splits[f] for f in sorted(splits)[:limit]}
+        out = {f: r for f, r in out.items() if f < max(splits, default=-1)}
     oneshots: dict[int, str] = {}
     bar = tqdm(total=len(splits) * len(methods), desc="explain", unit="expl", disable=not progress)
     order = sorted(splits)
