@@ -44,7 +44,7 @@ def worker(a: argparse.Namespace) -> None:
     """Train one SAE (k = ``a.k``) and write its L0, s_n for each n and decoder recovery to ``a.worker``."""
     torch.set_num_threads(a.threads)
     x, D, true_l0 = toy(a.samples)
-    held, _, _ = toy(409_600, seed=7)
+    held = toy_activations(409_600, sample_seed=7)[0]  # held-out samples of the same toy model
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(architecture=a.architecture, d_sae=50, k=a.k, lr=3e-4, batch_tokens=1024,
                           total_tokens=a.samples, warmup_steps=0, lr_decay_frac=0.0, normalize_activations=False,
