@@ -383,18 +383,10 @@ def test_ce_loss_recovered(lm):
 
 # ------------------------------------------------------------------------------ CLI
 def test_cli_trains_from_text_folder(tmp_path, lm):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     from saesteer.train.cli import train_main
+    from tiny import save_word_level_model
 
-    words = [f"w{i}" for i in range(VOCAB - 3)]
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    lm.save_pretrained(tmp_path / "model")
-    fast.save_pretrained(tmp_path / "model")
+    words = save_word_level_model(tmp_path / "model", lm)
     g = torch.Generator().manual_seed(0)
     (tmp_path / "text").mkdir()
     for f in range(3):

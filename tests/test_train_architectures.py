@@ -269,20 +269,10 @@ def test_gated_export_reads_raw_units(toy_acts):
 
 
 def test_cli_trains_a_new_architecture(tmp_path):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     from saesteer.train.cli import train_main
-    from tiny import VOCAB, tiny_lm
+    from tiny import save_word_level_model, tiny_lm
 
-    lm = tiny_lm("llama")
-    words = [f"w{i}" for i in range(VOCAB - 3)]
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    lm.save_pretrained(tmp_path / "model")
-    fast.save_pretrained(tmp_path / "model")
+    words = save_word_level_model(tmp_path / "model", tiny_lm("llama"))
     g = torch.Generator().manual_seed(0)
     (tmp_path / "text").mkdir()
     paras = [" ".join(words[i] for i in torch.randint(0, len(words), (60,), generator=g).tolist()) for _ in range(16)]

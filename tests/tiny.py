@@ -95,3 +95,19 @@ class CharTokenizer:
 
     def convert_ids_to_tokens(self, ids):
         return [self.decode([i]) for i in ids]
+
+
+def save_word_level_model(folder, lm: torch.nn.Module) -> list[str]:
+    """Save ``lm`` with a word-level tokenizer (``<pad>``, ``<s>``, ``</s>``, then ``w0 .. w92``) to
+    ``folder``, as a user's model folder; returns the words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = [f"w{i}" for i in range(VOCAB - 3)]
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    lm.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return words

@@ -53,6 +53,6 @@ def guided_steer(sae, x: torch.Tensor, concept: int, target: float, alpha: float
     c = sae.check_feature(concept)
     f = sae.encode_subset(x, torch.tensor([c], device=x.device))[..., 0]
     d = sae.W_dec[c]
-    x_n, _, scale = sae.normalize(x)
+    _, _, scale = sae.normalize(x)
     delta = (alpha * (target - f)).unsqueeze(-1) * d
     return x + (delta * scale if scale is not None else delta)
