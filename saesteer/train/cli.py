@@ -130,26 +130,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=1000)
     p.add_argument("--max-steps", type=int, default=None, help="stop (with a checkpoint) after this many steps")
     p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="where the SAE trains (and the model runs, without --device-map);"
+                   " under torchrun 'cuda' means each rank's cuda:LOCAL_RANK")
+    p.add_argument("--device-map", default=None, help="load the model with this transformers device_map (e.g. auto: "
+                   "split over the GPUs); activations come back to the CPU for the SAE")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="model dtype")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
-def _load_model(name: str, device: str, dtype: torch.dtype):  # noqa: ANN202 - (model, tokenizer)
+def _load_model(name: str, device: str, dtype: torch.dtype, device_map: str | None = None):  # noqa: ANN202
+    """``(model, tokenizer)``; with ``device_map`` the model is placed by transformers (accelerate)."""
     if name.lower() in ("smollm2", "smollm2-135m-instruct"):
         from saesteer.embedded import load_smollm2
 
+        if device_map is not None:
+            raise SystemExit("--device-map is for HuggingFace model folders; the embedded SmolLM2 takes --device")
         return load_smollm2(dtype=dtype, device=device)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(device).eval()
+    if device_map is not None:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, device_map=device_map).eval()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(device).eval()
     return model, AutoTokenizer.from_pretrained(name)
 
 
 def train_main(argv: list[str] | None = None) -> int:
     """Run ``saesteer train`` with ``argv`` (without the program and sub-command names); returns
     the exit status. Cost: loading the model, the training run and three forwards per held-out batch."""
+    from saesteer.train import distributed
     from saesteer.train.activations import ActivationSource
     from saesteer.train.cache import CachedActivations, is_complete_cache
     from saesteer.train.metrics import evaluate_sae
@@ -161,7 +171,9 @@ def train_main(argv: list[str] | None = None) -> int:
             argv = argv[1:]
     args = build_parser().parse_args(argv)
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    model, tokenizer = _load_model(args.model, args.device, dtypes[args.dtype])
+    distributed.init_from_env(args.device)  # under torchrun / accelerate launch: data-parallel training
+    device = distributed.local_device(args.device)
+    model, tokenizer = _load_model(args.model, device, dtypes[args.dtype], args.device_map)
     texts = TextFiles(args.text)
     model_name = "SmolLM2-135M-Instruct" if args.model.lower().startswith("smollm2") else args.model
     src = ActivationSource(model, args.hook, texts, tokenizer=tokenizer, context_length=args.context_length,
@@ -171,16 +183,17 @@ def train_main(argv: list[str] | None = None) -> int:
     held_out = list(src.chunks(stop=args.eval_seqs))
     source = src
     if args.cache:
-        if not is_complete_cache(args.cache):
+        if not is_complete_cache(args.cache) and distributed.is_main():  # one rank writes, the others wait
             print(f"caching activations to {args.cache} ...", file=sys.stderr)
             src.cache(args.cache, max_tokens=args.total_tokens, dtype=dtypes[args.cache_dtype])
+        distributed.barrier()
         source = CachedActivations(args.cache, buffer_tokens=args.buffer_tokens, seed=args.seed)
         if source.hook not in (None, src.hook):
             raise SystemExit(f"{args.cache} holds activations of {source.hook}, not {src.hook}")
     cfg = TrainConfig(architecture=args.architecture, d_sae=args.d_sae, expansion_factor=args.expansion_factor,
                       k=args.k, lr=args.lr, batch_tokens=args.batch_tokens, total_tokens=args.total_tokens,
                       auxk_alpha=args.auxk_alpha, dead_tokens=args.dead_tokens, l0_coefficient=args.l0_coefficient,
-                      seed=args.seed, checkpoint_every=args.checkpoint_every, device=args.device,
+                      seed=args.seed, checkpoint_every=args.checkpoint_every, device=device,
                       encode_dtype=args.encode_dtype, k_anneal_steps=args.k_anneal_steps, k_start=args.k_start,
                       sparsity_coefficient=args.sparsity_coefficient,
                       sparsity_warmup_steps=args.sparsity_warmup_steps, sparsity_function=args.sparsity_function,
@@ -199,6 +212,8 @@ def train_main(argv: list[str] | None = None) -> int:
     command = "saesteer train " + " ".join(shlex.quote(a) for a in argv)
     train_sae(source, cfg, args.out, resume=not args.no_resume, max_steps=args.max_steps, evaluate=evaluate,
               command=command, progress=not args.no_progress)
+    if not distributed.is_main():
+        return 0
     card = json.loads((Path(args.out) / "training_card.json").read_text())
     keys = ("tokens_seen", "l0", "fvu", "dead_fraction", "ce_loss_recovered", "tokens_per_s")
     print(json.dumps({k: card.get(k) for k in keys}))

@@ -123,6 +123,15 @@ class _SelectedPreacts(torch.autograd.Function):
         return None, None, grad_W, grad_b_enc if ctx.needs_input_grad[3] else None, grad_b_dec, None, None
 
 
+def select_at_least(pre: torch.Tensor, cutoff: float) -> Selection:
+    """Every entry of ``pre [N, F]`` at or above ``cutoff``, ReLU applied to the kept values: one rank's
+    part of a BatchTopK selection whose cut-off was found over the whole (distributed) batch. Sorted by
+    row then column, as :func:`batch_topk_select`. Cost: one comparison and ``nonzero`` over ``N * F``."""
+    rows, cols = (pre >= cutoff).nonzero(as_tuple=True)
+    vals = pre[rows, cols].float().clamp_min_(0)
+    return Selection(vals, rows, cols, _offsets(rows, pre.shape[0]))
+
+
 def selected_values(sel: Selection, x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor,
                     b_dec: torch.Tensor) -> torch.Tensor:
     """The kept latent values ``[M]`` as a differentiable function of ``W_enc``, ``b_enc``, ``b_dec``

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from saesteer.sae.module import SAE, SAEConfig
-from saesteer.train import guided, losses, ops
+from saesteer.train import distributed, guided, losses, ops
 from saesteer.train.config import K_ARCHITECTURES, TrainConfig
 
 
@@ -67,6 +67,10 @@ class SAETrainer:
         self.recon_weights: torch.Tensor | None = None
         self.batch_threshold = -1.0  # BatchTopK inference threshold (normalised units), -1 = unset
         self.threshold_count = 0  # batches averaged into it
+        if distributed.world()[1] > 1 and (arch in self.NOT_DISTRIBUTED or cfg.recon_weighting != "none"):
+            raise ValueError(f"{arch}{' with recon_weighting' if cfg.recon_weighting != 'none' else ''} is not "
+                             f"implemented under DDP (its batch statistics are not reduced over ranks); train it "
+                             f"in one process")
 
     # ------------------------------------------------------------------ set-up from the first batch
     def initialize(self, x: torch.Tensor) -> None:
@@ -84,12 +88,18 @@ class SAETrainer:
             w = 1.0 / xs.var(0).clamp_min(1e-8)
             self.recon_weights = w / w.mean()
 
+    #: architectures whose batch statistics :mod:`saesteer.train.distributed` does not reduce yet
+    NOT_DISTRIBUTED = ("p_anneal", "matryoshka")
+
     # ------------------------------------------------------------------ one step
     def step(self, x: torch.Tensor) -> dict[str, float]:
         """One optimizer step on raw activations ``x [N, d_in]``; returns the step's statistics
-        (``loss``, ``fvu``, ``auxk`` , ``l0``, ``dead`` fraction, ``lr``)."""
+        (``loss``, ``fvu``, ``auxk`` , ``l0``, ``dead`` fraction, ``lr``). Under DDP (a process group of
+        more than one rank, :mod:`saesteer.train.distributed`) ``x`` is this rank's slice of the global
+        batch, and the step is the one-process step on the whole batch."""
+        self.world = distributed.world()[1]
         if self.scale is None:
-            self.initialize(x)
+            self.initialize(distributed.all_gather_rows(x.to(self.device, torch.float32)))
         cfg, p = self.cfg, self.params
         x = x.to(self.device, torch.float32)
         if x.shape[1] != self.d_in + cfg.n_concepts:
@@ -97,9 +107,10 @@ class SAETrainer:
                              f" + {cfg.n_concepts} concept labels")
         self.labels = x[:, self.d_in:] if cfg.n_concepts else None
         x = x[:, :self.d_in] * self.scale
-        n = x.shape[0]
+        n = x.shape[0] * self.world  # the global batch
+        self.row_share = x.shape[0] / n  # row means: this rank's sum / global count = mean * row_share
         lr = cfg.lr_at(self.step_count, self.d_sae)
-        total_var = (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+        total_var = self._centered_sq(x).clamp_min(1e-12)
         fired = torch.zeros(self.d_sae, dtype=torch.bool, device=self.device)
         stats: dict[str, float] = {"lr": lr, "auxk": 0.0}
         if cfg.architecture == "jumprelu":
@@ -108,14 +119,19 @@ class SAETrainer:
             f, l0 = ops.JumpReLUL0.apply(z, p["threshold"], cfg.jumprelu_bandwidth)
             x_hat = f @ p["W_dec"] + p["b_dec"]
             fvu = (x - x_hat).pow(2).sum() / total_var
-            loss = fvu + cfg.l0_coefficient * l0
+            loss = fvu + cfg.l0_coefficient * l0 * self.row_share
             fired |= (f > 0).any(0)
-            stats["l0"] = float(l0.detach())
+            stats["l0"] = float(distributed.all_sum(l0.detach() * self.row_share))
         elif cfg.architecture in ("gated", "p_anneal"):
             loss, fvu = self._dense_loss(x, total_var, fired, stats)
         else:
             loss, fvu = self._sparse_loss(x, total_var, fired, stats)
         loss.backward()
+        if self.world > 1:
+            for t in p.values():
+                if t.grad is not None:
+                    distributed.all_sum(t.grad)
+            fired = distributed.all_sum(fired.to(torch.int32)) > 0
         ops.remove_parallel_grad(p["W_dec"])
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(list(p.values()), cfg.grad_clip)
@@ -128,8 +144,18 @@ class SAETrainer:
         self.tokens_since_fired[fired] = 0
         self.step_count += 1
         self.tokens_seen += n
-        stats.update(loss=float(loss.detach()), fvu=float(fvu.detach()), dead=self.dead_fraction())
+        summed = distributed.all_sum(torch.stack([loss.detach(), fvu.detach()]))
+        stats.update(loss=float(summed[0]), fvu=float(summed[1]), dead=self.dead_fraction())
         return stats
+
+    def _centered_sq(self, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+        """``sum_n sum_j w_j (x_nj - mean_j)^2`` over the global batch (``w`` None: 1)."""
+        if self.world == 1:
+            c = (x - x.mean(0)).pow(2)
+            return (c if w is None else c * w).sum()
+        mean = distributed.all_sum(x.sum(0)) / (x.shape[0] * self.world)
+        c = (x - mean).pow(2)
+        return distributed.all_sum((c if w is None else c * w).sum())
 
     @torch.no_grad()
     def _adam(self, lr: float, eps: float = 1e-8) -> None:
@@ -153,6 +179,7 @@ class SAETrainer:
         scale = cfg.sparsity_scale(self.step_count)
         if cfg.architecture == "gated":
             loss, f, parts = losses.gated_loss(p, x, cfg.sparsity_coefficient * scale)
+            loss = loss * self.row_share
             x_hat = parts["x_hat"]
             stats.update(sparsity=float(parts["sparsity"].detach()), aux=float(parts["aux"].detach()))
         else:
@@ -164,7 +191,7 @@ class SAETrainer:
             stats.update(p=p_used, sparsity_coefficient=alpha, sparsity=float(lp.detach()))
         active = f > 0
         fired |= active.any(0)
-        stats["l0"] = float(active.sum()) / x.shape[0]
+        stats["l0"] = float(distributed.all_sum(active.sum())) / (x.shape[0] * self.world)
         return loss, (x - x_hat).pow(2).sum() / total_var
 
     def _sparse_loss(self, x: torch.Tensor, total_var: torch.Tensor, fired: torch.Tensor,
@@ -182,7 +209,10 @@ class SAETrainer:
             else:
                 pre = torch.addmm(p["b_enc"], x_c, p["W_enc"])
         batch = arch in ("batchtopk", "matryoshka")
-        sel = ops.batch_topk_select(pre, k) if batch else ops.topk_select(pre, k)
+        if batch and self.world > 1:  # the global batch's top k * N: every rank keeps what is above its cut-off
+            sel = ops.select_at_least(pre, self._global_cutoff(pre, k * x.shape[0] * self.world))
+        else:
+            sel = ops.batch_topk_select(pre, k) if batch else ops.topk_select(pre, k)
         vals = ops.selected_values(sel, x_c, p["W_enc"], p["b_enc"], p["b_dec"])
         if arch == "matryoshka":
             recon, x_hat = losses.matryoshka_recon(sel, vals, x, p["W_dec"], p["b_dec"], self.group_of,
@@ -197,17 +227,20 @@ class SAETrainer:
         fvu = e.pow(2).sum() / total_var
         if self.recon_weights is not None and recon is None:  # identifiable-SAE reweighting (saesteer's reading)
             w = self.recon_weights.to(x.device)
-            recon = (e.pow(2) * w).sum() / ((x - x.mean(0)).pow(2) * w).sum().clamp_min(1e-12)
+            recon = (e.pow(2) * w).sum() / self._centered_sq(x, w).clamp_min(1e-12)
         active = sel.values > 0
         fired[sel.cols[active]] = True
-        stats["l0"] = float(active.sum()) / x.shape[0]
+        stats["l0"] = float(distributed.all_sum(active.sum())) / (x.shape[0] * self.world)
         # (saesteer: batches of a k-annealing phase, k > cfg.k, stay out of the inference threshold)
-        if batch and self.step_count >= cfg.threshold_start() and k == cfg.k and active.any():
+        smallest = float("inf")
+        if batch and self.step_count >= cfg.threshold_start() and k == cfg.k:
+            local = sel.values[active].min() if active.any() else torch.tensor(float("inf"), device=x.device)
+            smallest = float(distributed.all_min(local.detach().clone()))
+        if smallest < float("inf"):
             # EMA of the smallest kept activation (dictionary_learning); its weight is at least
             # 1/n, so the first 1/(1-beta) batches are averaged evenly rather than the first one ruling
             self.threshold_count += 1
             w = max(1.0 - cfg.threshold_beta, 1.0 / self.threshold_count)
-            smallest = float(sel.values[active].min())
             prev = self.batch_threshold
             self.batch_threshold = smallest if prev < 0 else (1 - w) * prev + w * smallest
         loss = fvu if recon is None else recon
@@ -227,9 +260,18 @@ class SAETrainer:
         if cfg.n_concepts:  # G-SAE (saesteer's reading): latent c predicts label c
             z = guided.concept_pre_activations(x, p["W_enc"], p["b_enc"], p["b_dec"], cfg.n_concepts)
             bce = guided.concept_loss(z, self.labels)
-            loss = loss + cfg.concept_coefficient * bce
+            loss = loss + cfg.concept_coefficient * bce * self.row_share
             stats["concept_bce"] = float(bce.detach())
         return loss, fvu
+
+    def _global_cutoff(self, pre: torch.Tensor, want: int) -> float:
+        """The ``want``-th largest pre-activation over every rank's ``pre`` (BatchTopK's cut-off under
+        DDP): each rank offers its own top ``want`` (padded with -inf), all ranks gather them."""
+        flat = pre.reshape(-1)
+        top = flat.topk(min(want, flat.numel()), sorted=False).values.float()
+        if top.numel() < want:
+            top = torch.cat([top, top.new_full((want - top.numel(),), float("-inf"))])
+        return float(distributed.all_gather_rows(top).topk(want, sorted=False).values.min())
 
     def dead_fraction(self) -> float:
         """Fraction of latents that have not fired for the dead-latent window."""

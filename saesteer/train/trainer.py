@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 
 from saesteer.sae.module import SAE
+from saesteer.train import distributed
 from saesteer.train.activations import rebatch
 from saesteer.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from saesteer.train.config import TrainConfig
@@ -71,13 +72,22 @@ def train_sae(
     Writes ``cfg.json`` + ``sae_weights.safetensors`` (SAELens format), ``training_card.json`` and
     ``README.md``, ``train_log.jsonl`` and ``checkpoint/``. Cost: ``cfg.steps`` trainer steps plus
     reading the source; memory: the SAE, its Adam moments and one batch.
+
+    Under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE > 1``) this is data-parallel training
+    (:mod:`saesteer.train.distributed`): every rank reads the same source, cuts the same global batches
+    of ``cfg.batch_tokens`` and trains on its slice; rank 0 writes every file. Every rank runs the
+    source in full (an :class:`ActivationSource` repeats the model forward on each rank): cache the
+    activations first (``saesteer train --cache``) and train from the cache.
     """
     from tqdm.auto import tqdm
 
     from saesteer.sae.formats import save_sae
     from saesteer.train.card import training_card, write_card
 
-    cfg = _with_names(cfg, source)
+    distributed.init_from_env(cfg.device)
+    cfg = dataclasses.replace(_with_names(cfg, source), device=distributed.local_device(cfg.device))
+    main = distributed.is_main()
+    progress = progress and main
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ck = out / CHECKPOINT_DIR
@@ -87,7 +97,7 @@ def train_sae(
     if resume and has_checkpoint(ck):
         trainer, state = load_checkpoint(ck, cfg)
         epoch, skip, elapsed = int(state["epoch"]), int(state["batch_in_epoch"]), float(state["elapsed_s"])
-    elif not resume:
+    elif not resume and main:
         (out / LOG_FILE).unlink(missing_ok=True)
     steps = cfg.steps
     start_tokens = trainer.tokens_seen if trainer else 0
@@ -106,10 +116,11 @@ def train_sae(
 
     def checkpoint() -> None:
         assert trainer is not None
-        save_checkpoint(trainer, ck, {**pos, "elapsed_s": elapsed + time.perf_counter() - t0})
+        if main:
+            save_checkpoint(trainer, ck, {**pos, "elapsed_s": elapsed + time.perf_counter() - t0})
 
     stop = False
-    with open(out / LOG_FILE, "a") as log:
+    with open(out / LOG_FILE if main else os.devnull, "a") as log:
         while not stop and (trainer is None or trainer.step_count < steps):
             blocks = _epoch_blocks(source, epoch)
             if blocks is None:
@@ -124,7 +135,7 @@ def train_sae(
                 elif x.shape[1] != trainer.d_in + cfg.n_concepts:
                     raise ValueError(f"activations are {x.shape[1]} wide; this SAE (or its checkpoint) "
                                      f"reads {trainer.d_in} (+ {cfg.n_concepts} concept labels)")
-                stats = trainer.step(x)
+                stats = trainer.step(distributed.shard(x))
                 if done_here == 0:
                     bar.set_description(desc, refresh=False)
                 done_here += 1
@@ -151,6 +162,9 @@ def train_sae(
     wall = time.perf_counter() - t0
     checkpoint()
     sae = trainer.to_sae()
+    if not main:  # rank 0 writes the folder; the others return the same SAE
+        distributed.barrier()
+        return sae
     save_sae(sae, out)
     finished = trainer.step_count >= steps
     if trainer.step_count < steps and (max_steps is None or done_here < max_steps):
@@ -164,4 +178,5 @@ def train_sae(
                          tokens_this_run=trainer.tokens_seen - start_tokens,
                          elapsed_s=elapsed + wall, evaluation=extra, command=command, finished=finished)
     write_card(out, card)
+    distributed.barrier()
     return sae
