@@ -5,8 +5,12 @@ batch (within floating-point summation order).
 
 What is reduced, per step (:class:`~saesteer.train.step.SAETrainer` asks for each):
 
-- the batch's total variance (the FVU denominator) and row count: from per-rank sums;
-- row means in the losses: each rank's sum over its rows divided by the global row count;
+- the batch's total variance (the FVU denominator; the weighted one of identifiable reweighting) and
+  row count: from per-rank sums;
+- row means in the losses (Gated, p-annealing, Matryoshka's prefix terms and AuxK, JumpReLU's L0, G-SAE's
+  concept loss): each rank's sum over its rows divided by the global row count;
+- p-annealing's logged ``S_p`` pairs (the sparsity-weight rescale) and Matryoshka AuxK's residual
+  variance: global;
 - BatchTopK's batch-wide ``k * N`` selection: the global cut-off value, from every rank's candidates;
 - its EMA inference threshold (the smallest kept activation: a global min), the fired-latent mask
   (dead-latent bookkeeping), the first batch (input scale, ``b_dec`` init, reconstruction weights);

@@ -107,15 +107,18 @@ class PAnneal:
         self.coefficient = float(cfg.sparsity_coefficient)
         self.queue: list[list[float]] = []
 
-    def penalty(self, f: torch.Tensor, step: int) -> tuple[torch.Tensor, float, float]:
+    def penalty(self, f: torch.Tensor, step: int, reduce: Any = None) -> tuple[torch.Tensor, float, float]:
         """``(S_p(f), alpha, p)`` for step ``step``'s loss (alpha and p before this step's switch, if
-        any), then the reference's bookkeeping: log ``(S_p, S_next)``, switch at a switch step."""
+        any), then the reference's bookkeeping: log ``(S_p, S_next)``, switch at a switch step.
+        ``reduce``: turns this batch's (detached) S values into the global batch's (under DDP)."""
         lp = lp_penalty(f, self.p, self.function)
         alpha, p_used = self.coefficient, self.p
         if self.next_p is not None:
             with torch.no_grad():
                 nxt = lp_penalty(f, self.next_p, self.function)
-            self.queue.append([float(lp.detach()), float(nxt)])
+                pair = torch.stack([lp.detach(), nxt])
+                pair = reduce(pair) if reduce is not None else pair
+            self.queue.append([float(pair[0]), float(pair[1])])
             self.queue = self.queue[-self.queue_length:]
         n = len(self.p_values)
         if step in self.update_steps and self.count < n and step >= self.update_steps[self.count]:
@@ -154,11 +157,12 @@ def matryoshka_recon(sel: ops.Selection, vals: torch.Tensor, x: torch.Tensor, W_
     return torch.stack(terms).mean(), x_hat
 
 
-def matryoshka_auxk(e_hat: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+def matryoshka_auxk(e_hat: torch.Tensor, e: torch.Tensor, e_var: torch.Tensor | None = None) -> torch.Tensor:
     """dictionary_learning's Matryoshka AuxK: ``mean_n ||e - e_hat||^2 / mean_n ||e - mean(e)||^2``
-    (``e`` the detached residual of the full reconstruction), 0 where that is not finite."""
+    (``e`` the detached residual of the full reconstruction), 0 where that is not finite. ``e_var``: the
+    denominator given (under DDP, the global batch's), else computed from ``e``."""
     num = (e - e_hat).pow(2).sum(-1).mean()
-    den = (e - e.mean(0, keepdim=True)).pow(2).sum(-1).mean()
+    den = (e - e.mean(0, keepdim=True)).pow(2).sum(-1).mean() if e_var is None else e_var
     return (num / den).nan_to_num(0.0)
 
 

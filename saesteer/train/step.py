@@ -67,10 +67,6 @@ class SAETrainer:
         self.recon_weights: torch.Tensor | None = None
         self.batch_threshold = -1.0  # BatchTopK inference threshold (normalised units), -1 = unset
         self.threshold_count = 0  # batches averaged into it
-        if distributed.world()[1] > 1 and (arch in self.NOT_DISTRIBUTED or cfg.recon_weighting != "none"):
-            raise ValueError(f"{arch}{' with recon_weighting' if cfg.recon_weighting != 'none' else ''} is not "
-                             f"implemented under DDP (its batch statistics are not reduced over ranks); train it "
-                             f"in one process")
 
     # ------------------------------------------------------------------ set-up from the first batch
     def initialize(self, x: torch.Tensor) -> None:
@@ -87,9 +83,6 @@ class SAETrainer:
         if self.cfg.recon_weighting == "inverse_variance" and self.recon_weights is None:
             w = 1.0 / xs.var(0).clamp_min(1e-8)
             self.recon_weights = w / w.mean()
-
-    #: architectures whose batch statistics :mod:`saesteer.train.distributed` does not reduce yet
-    NOT_DISTRIBUTED = ("p_anneal", "matryoshka")
 
     # ------------------------------------------------------------------ one step
     def step(self, x: torch.Tensor) -> dict[str, float]:
@@ -186,8 +179,10 @@ class SAETrainer:
             assert self.schedule is not None
             f = torch.relu((x - p["b_dec"]) @ p["W_enc"] + p["b_enc"])
             x_hat = f @ p["W_dec"] + p["b_dec"]
-            lp, alpha, p_used = self.schedule.penalty(f, self.step_count)
-            loss = (x - x_hat).pow(2).sum(-1).mean() + alpha * scale * lp
+            share = self.row_share
+            lp, alpha, p_used = self.schedule.penalty(f, self.step_count,
+                                                      reduce=lambda t: distributed.all_sum(t * share))
+            loss = ((x - x_hat).pow(2).sum(-1).mean() + alpha * scale * lp) * share
             stats.update(p=p_used, sparsity_coefficient=alpha, sparsity=float(lp.detach()))
         active = f > 0
         fired |= active.any(0)
@@ -217,6 +212,7 @@ class SAETrainer:
         if arch == "matryoshka":
             recon, x_hat = losses.matryoshka_recon(sel, vals, x, p["W_dec"], p["b_dec"], self.group_of,
                                                    self.group_weights)
+            recon = recon * self.row_share
         elif arch == "ordered":
             recon, x_hat = losses.ordered_recon(sel, vals, x, p["W_dec"], p["b_dec"], k)
             recon = recon / total_var
@@ -252,7 +248,8 @@ class SAETrainer:
             aux_vals = ops.selected_values(aux, x_c, p["W_enc"], p["b_enc"], p["b_dec"])
             e_hat = ops.sparse_decode(aux, aux_vals, p["W_dec"])
             if arch == "matryoshka":
-                auxk = losses.matryoshka_auxk(e_hat, e.detach())
+                e_var = self._centered_sq(e.detach()) / n if self.world > 1 else None
+                auxk = losses.matryoshka_auxk(e_hat, e.detach(), e_var) * self.row_share
             else:
                 auxk = min(n_dead / k_aux, 1.0) * (e_hat - e.detach()).pow(2).sum() / total_var
             loss = loss + cfg.auxk_alpha * auxk
