@@ -363,3 +363,18 @@ def test_reweighted_reconstruction_by_hand():
             num += w[j] * (x[n, j].item() - xh) ** 2
             den += w[j] * (x[n, j].item() - x[:, j].mean().item()) ** 2
     assert stats["loss"] == pytest.approx(num / den, rel=1e-5)
+
+
+def test_diverged_training_stops_loudly_and_saves_nothing(tmp_path):
+    """A loss that is not finite (here: a NaN row in the activations) stops the run with an error that
+    says so; no SAE folder is written from the broken state."""
+    x = torch.randn(256, 8)
+    bad = x.clone()
+    bad[100, 3] = float("nan")  # in the second batch: step 1 is checkpointed first
+    cfg = TrainConfig(architecture="topk", d_sae=16, k=2, batch_tokens=64, total_tokens=256, b_dec_init="zeros",
+                      checkpoint_every=1, normalize_activations=False)
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 2 .*checkpoint .* is intact"):
+        train_sae([bad], cfg, tmp_path / "run", resume=False, progress=False)
+    assert not (tmp_path / "run" / "sae_weights.safetensors").exists()
+    sae = train_sae([x], cfg, tmp_path / "ok", resume=False, progress=False)  # the same config trains on clean rows
+    assert torch.isfinite(sae.W_dec).all()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from collections import deque
@@ -136,6 +137,13 @@ def train_sae(
                     raise ValueError(f"activations are {x.shape[1]} wide; this SAE (or its checkpoint) "
                                      f"reads {trainer.d_in} (+ {cfg.n_concepts} concept labels)")
                 stats = trainer.step(distributed.shard(x))
+                if not math.isfinite(stats["loss"]):
+                    bar.close()
+                    raise FloatingPointError(
+                        f"{cfg.architecture}: the loss is {stats['loss']} at step {trainer.step_count} (training "
+                        f"diverged); nothing of this step was saved"
+                        f"{' (the last checkpoint in ' + str(ck) + ' is intact)' if has_checkpoint(ck) else ''}: "
+                        f"lower the learning rate or the sparsity coefficient")
                 if done_here == 0:
                     bar.set_description(desc, refresh=False)
                 done_here += 1
