@@ -1,6 +1,8 @@
-"""SAE training throughput, the SAE step alone: ``saesteer.train.SAETrainer`` vs eai-sparsify's
-``SparseCoder`` trained as its ``Trainer`` does, same width, k, batch and optimizer (Adam), on the same
-cached activations.
+"""SAE training throughput, the SAE step alone: every architecture of ``saesteer.train.SAETrainer``
+beside saesteer's TopK, eai-sparsify's ``SparseCoder`` trained as its ``Trainer`` does (TopK), and
+dictionary_learning's trainers for the architectures it implements (TopK, BatchTopK, JumpReLU, Gated,
+p-annealing, Matryoshka BatchTopK; ``pip install --no-deps dictionary-learning==0.1.0``, skipped when
+absent), same width, k, batch and Adam, on the same cached activations.
 
     python benchmarks/training_throughput.py                   # SmolLM2 layer-15 activations, 4608 x 576, k 32
     python benchmarks/training_throughput.py --acts FOLDER     # a saesteer activation cache (safetensors shards)
@@ -9,7 +11,9 @@ Activations: ``--acts`` (a cache written by ``saesteer train --cache`` or ``Acti
 else 64k tokens collected once from SmolLM2-135M-Instruct at ``blocks.15.hook_resid_post`` on the
 corpus's held-out text (``scripts/build_corpus.py``) or, without a corpus, a built-in paragraph. Both
 trainers see the same batches in the same order. Each repetition times ``--steps`` steps of each trainer,
-interleaved; figures are medians over repetitions. A step of sparsify, as in its ``Trainer``: unit-norm
+interleaved; figures are medians over repetitions. The sparsity coefficients are the references' defaults
+(they change the step's cost only through how many latents fire, which does not enter a dense step).
+Ordered has no public reference implementation. A step of sparsify, as in its ``Trainer``: unit-norm
 decoder, forward with the AuxK dead mask, ``fvu + auxk_alpha * auxk_loss``, backward, decoder-parallel
 gradient removed, ``Adam.step``, dead counters updated.
 """
@@ -17,6 +21,7 @@ gradient removed, ``Adam.step``, dead counters updated.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -87,6 +92,38 @@ def sparsify_runner(cfg: TrainConfig, d_in: int) -> Callable[[torch.Tensor], Non
     return step
 
 
+def dictionary_learning_runner(arch: str, cfg: TrainConfig, d_in: int) -> Callable[[torch.Tensor], None] | None:
+    """dictionary_learning's trainer for ``arch`` (its ``update(step, x)``: forward, loss, backward, its
+    constrained Adam), or None where it has none or is not installed."""
+    try:
+        from dictionary_learning import trainers as T
+        from dictionary_learning.trainers.matryoshka_batch_top_k import MatryoshkaBatchTopKTrainer
+    except ImportError:
+        return None
+    common = dict(steps=10**6, activation_dim=d_in, dict_size=cfg.width(d_in), layer=0, lm_name="bench", device="cpu",
+                  seed=0)
+    make = {"topk": lambda: T.TopKTrainer(k=cfg.k, **common),
+            "batchtopk": lambda: T.BatchTopKTrainer(k=cfg.k, **common),
+            "jumprelu": lambda: T.JumpReluTrainer(**common),
+            "gated": lambda: T.GatedSAETrainer(**common),
+            "p_anneal": lambda: T.PAnnealTrainer(**common),
+            "matryoshka": lambda: MatryoshkaBatchTopKTrainer(k=cfg.k, group_fractions=[1 / 16, 1 / 16, 1 / 8, 1 / 4, 1 / 2],
+                                                            **common)}.get(arch)
+    if make is None:
+        return None
+    trainer = make()
+    count = [0]
+
+    def step(x: torch.Tensor) -> None:
+        trainer.update(count[0], x)
+        count[0] += 1
+
+    return step
+
+
+ARCHS = ("topk", "batchtopk", "jumprelu", "gated", "p_anneal", "matryoshka", "ordered")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--acts", help="a saesteer activation cache folder")
@@ -96,6 +133,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--steps", type=int, default=8, help="steps per trainer per repetition")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--architectures", nargs="+", default=list(ARCHS), choices=ARCHS)
     a = p.parse_args()
     torch.manual_seed(0)
     x = CachedActivations(a.acts).read_shard(0).float() if a.acts else collect(a.tokens)
@@ -103,12 +141,19 @@ def main() -> None:
     d_in = x.shape[1]
     cfg = TrainConfig(architecture="topk", k=a.k, d_sae=a.d_sae, batch_tokens=a.batch,
                       total_tokens=a.batch * a.steps * (a.reps + 1) * 2)
-    runners = {
-        "saesteer (fp32)": saesteer_runner(cfg, d_in),
-        "saesteer (bf16 encoder matmul)": saesteer_runner(TrainConfig(**{**cfg.__dict__, "encode_dtype": "bfloat16"}), d_in),
-        "eai-sparsify (Adam, fp32)": sparsify_runner(cfg, d_in),
+    runners: dict[tuple[str, str], Callable[[torch.Tensor], None]] = {
+        ("topk", "saesteer (fp32)"): saesteer_runner(cfg, d_in),
+        ("topk", "saesteer (bf16 encoder matmul)"): saesteer_runner(dataclasses.replace(cfg, encode_dtype="bfloat16"), d_in),
+        ("topk", "eai-sparsify (Adam, fp32)"): sparsify_runner(cfg, d_in),
     }
-    times: dict[str, list[float]] = {k: [] for k in runners}
+    for arch in a.architectures:
+        arch_cfg = dataclasses.replace(cfg, architecture=arch)
+        if arch != "topk":
+            runners[(arch, "saesteer (fp32)")] = saesteer_runner(arch_cfg, d_in)
+        dl = dictionary_learning_runner(arch, arch_cfg, d_in)
+        if dl is not None:
+            runners[(arch, "dictionary_learning (fp32)")] = dl
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in runners}
     for rep in range(a.reps + 1):  # the first repetition warms up and is not counted
         for name, step in runners.items():
             t0 = time.perf_counter()
@@ -117,13 +162,17 @@ def main() -> None:
             if rep:
                 times[name].append(time.perf_counter() - t0)
     tokens = a.steps * a.batch
-    base = statistics.median(times["eai-sparsify (Adam, fp32)"])
+    base = statistics.median(times[("topk", "saesteer (fp32)")])
+    sparsify = statistics.median(times[("topk", "eai-sparsify (Adam, fp32)")])
     print(f"SAE step alone: d_in {d_in}, d_sae {a.d_sae}, k {a.k}, batch {a.batch}, {a.steps} steps x "
           f"{a.reps} repetitions, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
-    print("| trainer | tokens/s | x eai-sparsify |\n|---|---|---|")
-    for name, t in times.items():
+    print("| architecture | trainer | tokens/s | x saesteer TopK | x eai-sparsify TopK | x dictionary_learning, same architecture |")
+    print("|---|---|---|---|---|---|")
+    for (arch, name), t in times.items():
         med = statistics.median(t)
-        print(f"| {name} | {tokens / med:,.0f} | {base / med:.2f} |")
+        ref = times.get((arch, "dictionary_learning (fp32)"))
+        vs_dl = f"{statistics.median(ref) / med:.2f}" if ref and "saesteer" in name else ""
+        print(f"| {arch} | {name} | {tokens / med:,.0f} | {base / med:.2f} | {sparsify / med:.2f} | {vs_dl} |")
 
 
 if __name__ == "__main__":
