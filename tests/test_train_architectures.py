@@ -268,7 +268,14 @@ def test_gated_export_reads_raw_units(toy_acts):
         torch.testing.assert_close(tr.to_sae()(toy_acts[:50]), xh / s, atol=1e-5, rtol=1e-5)
 
 
-def test_cli_trains_a_new_architecture(tmp_path):
+@pytest.mark.parametrize("arch,extra,saved", [
+    ("ordered", ["--k-anneal-steps", "2", "--k-start", "8"], "topk"),
+    ("gated", ["--sparsity-coefficient", "0.3"], "gated"),
+    ("p_anneal", ["--n-sparsity-updates", "3"], "relu"),
+    ("matryoshka", ["--group-fractions", "0.25", "0.75"], "jumprelu"),
+    ("batchtopk", ["--recon-weighting", "inverse_variance"], "jumprelu"),
+])
+def test_cli_trains_each_new_architecture(tmp_path, arch, extra, saved):
     from saesteer.train.cli import train_main
     from tiny import save_word_level_model, tiny_lm
 
@@ -279,14 +286,21 @@ def test_cli_trains_a_new_architecture(tmp_path):
     (tmp_path / "text" / "doc.txt").write_text("\n\n".join(paras))
     out = tmp_path / "run"
     argv = ["--model", str(tmp_path / "model"), "--hook", "blocks.1.hook_resid_post", "--text", str(tmp_path / "text"),
-            "--out", str(out), "--architecture", "ordered", "--k", "4", "--d-sae", "64", "--batch-tokens", "128",
+            "--out", str(out), "--architecture", arch, "--k", "4", "--d-sae", "64", "--batch-tokens", "128",
             "--total-tokens", "512", "--context-length", "32", "--eval-seqs", "2", "--lr", "3e-3", "--no-progress",
-            "--k-anneal-steps", "2", "--k-start", "8"]
+            *extra]
     assert train_main(argv) == 0
     card = json.loads((out / "training_card.json").read_text())
-    assert card["architecture"] == "ordered" and card["tokens_seen"] == 512
+    assert card["architecture"] == arch and card["tokens_seen"] == 512
     sae = saesteer.load_sae(out)
-    assert sae.cfg.architecture == "topk" and sae.cfg.k == 4
+    assert sae.cfg.architecture == saved
+    if arch == "ordered":
+        assert sae.cfg.k == 4
+    if "--recon-weighting" in extra:  # the flag reached the trainer: the weights are in the checkpoint
+        from safetensors.torch import load_file
+
+        ck = {k: v for f in (out / "checkpoint").glob("*.safetensors") for k, v in load_file(f).items()}
+        assert ck["recon_weights"].shape == (sae.d_in,) and not torch.allclose(ck["recon_weights"], torch.ones(sae.d_in))
 
 
 # ------------------------------------------------------------------------------ G-SAE (saesteer's reading)
