@@ -110,3 +110,52 @@ def toy_activations(n_samples: int, seed: int = SEED, *, sample_seed: int | None
 
 
 __all__ = ["toy_activations", "toy_features", "firing_probabilities", "N_FEATURES", "D_MODEL", "SEED"]
+
+
+def recovery(W_dec: torch.Tensor, directions: torch.Tensor, threshold: float = 0.9) -> dict[str, float]:
+    """How well decoder rows ``W_dec [F, d]`` recover the true ``directions [n, d]``: ``true_max_cos``,
+    the mean over true features of the best row's ``|cos|``, and ``recovered``, the fraction of true
+    features with a row above ``threshold``. Cost: one ``F x n`` matmul."""
+    cos = (torch.nn.functional.normalize(W_dec.detach().float(), dim=-1) @ directions.T).abs()
+    best = cos.max(0).values
+    return {"true_max_cos": float(best.mean()), "recovered": float((best > threshold).float().mean())}
+
+
+@torch.no_grad()
+def steerability(W_dec: torch.Tensor, codes: torch.Tensor, features: torch.Tensor, directions: torch.Tensor,
+                 threshold: float = 0.9) -> dict[str, float]:
+    """How steerable the latent best matching each true feature is, under saesteer's error-preserving
+    edit ``x' = x + decode(f') - decode(f)`` of an SAE with a linear decoder ``W_dec [F, d]``.
+
+    ``codes [N, F]``: the SAE's latents of the samples ``x = features @ directions`` (``features
+    [N, n]`` the true feature activations, ``directions [n, d]`` orthonormal). For true feature ``i`` and
+    its best-matching latent ``j`` (largest ``|cos|``):
+
+    - ``on_target_share``: of an edit's change inside the true-feature subspace, the fraction on feature
+      ``i``: ``(D_i . w_j)^2 / ||D w_j||^2``; every clamp of latent ``j`` moves ``x`` along ``w_j``, so
+      it is a property of the row (``steerable``: the fraction of features above ``threshold``);
+    - ``erased``: on the samples where ``i`` fires, clamp ``j`` to 0 and compare ``|D_i . x'|`` with
+      ``|D_i . x|`` summed over those samples: 1 when the latent carries all of the feature, less when
+      it fires on only part of the feature's samples or at the wrong size;
+    - ``spill``: the mean ``sum_{k != i} |D_k . (x' - x)|`` per unit of ``|D_i . (x' - x)|``.
+
+    Each is a mean over true features. Cost: ``O(n (N_i + F) d)``."""
+    W = W_dec.detach().float()
+    D = directions.float()
+    x = features.float() @ D
+    best = (torch.nn.functional.normalize(W, dim=-1) @ D.T).abs().argmax(0)
+    shares, erased, spill = [], [], []
+    for i, j in enumerate(best.tolist()):
+        c = W[j] @ D.T  # the row in true-feature coordinates
+        shares.append(float(c[i] ** 2 / (c ** 2).sum().clamp_min(1e-12)))
+        on = features[:, i] > 0
+        dx = -codes[on, j:j + 1].float() * W[j]  # the change of clamping latent j to 0
+        before = x[on] @ D[i]
+        after = before + dx @ D[i]
+        erased.append(float((before.abs().sum() - after.abs().sum()) / before.abs().sum().clamp_min(1e-12)))
+        others = torch.cat([D[:i], D[i + 1:]])
+        moved = (after - before).abs().mean().clamp_min(1e-12)
+        spill.append(float((dx @ others.T).abs().sum(1).mean() / moved))
+    t = torch.tensor(shares)
+    return {"on_target_share": float(t.mean()), "steerable": float((t > threshold).float().mean()),
+            "erased": sum(erased) / len(erased), "spill": sum(spill) / len(spill)}

@@ -64,3 +64,33 @@ def test_deterministic_by_seed():
     assert not torch.equal(a[0], c[0]) and not torch.equal(a[1], c[1])
     held = toy_activations(3000, sample_seed=7)  # same model, other samples
     assert torch.equal(held[1], a[1]) and not torch.equal(held[0], a[0])
+
+
+def test_recovery_and_steerability_of_the_true_dictionary():
+    """An SAE whose decoder IS the true dictionary and whose codes ARE the true features: everything is
+    recovered, every edit lands on its feature, erasure removes all of it, nothing spills."""
+    from saesteer.toy import recovery, steerability
+
+    f, D = toy_features(4096)
+    assert recovery(D, D) == {"true_max_cos": pytest.approx(1.0), "recovered": 1.0}
+    s = steerability(D, f, f, D)
+    assert s["on_target_share"] == pytest.approx(1.0) and s["steerable"] == 1.0
+    assert s["erased"] == pytest.approx(1.0, abs=1e-5) and s["spill"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_steerability_sees_absorption_and_mixed_rows():
+    from saesteer.toy import recovery, steerability
+
+    f, D = toy_features(4096)
+    codes = f.clone()
+    on0 = (f[:, 0] > 0).nonzero().squeeze(1)
+    codes[on0[: len(on0) // 2], 0] = 0.0  # latent 0 fires on only half of feature 0's samples
+    s = steerability(D, codes, f, D)
+    assert s["erased"] == pytest.approx((49 + 0.5) / 50, abs=0.01)  # feature 0 half erased, the rest fully
+    W = D.clone()
+    W[0] = torch.nn.functional.normalize(D[0] + D[1], dim=0)  # row 0 mixes features 0 and 1 equally
+    s = steerability(W, f, f, D)
+    assert s["on_target_share"] == pytest.approx((49 + 0.5) / 50, abs=1e-4)
+    assert s["steerable"] == pytest.approx(49 / 50)
+    assert s["spill"] == pytest.approx(1.0 / 50, abs=1e-4)  # feature 0's edit moves feature 1 as much
+    assert recovery(W, D)["true_max_cos"] == pytest.approx((49 + 0.5 ** 0.5) / 50, abs=1e-5)

@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="matryoshka: fractions of d_sae per group (sum 1; default 1/16 1/16 1/8 1/4 1/2)")
     p.add_argument("--recon-weighting", choices=("none", "inverse_variance"), default="none",
                    help="topk/batchtopk: identifiable-SAE reweighted reconstruction (saesteer's reading)")
+    p.add_argument("--b-dec-init", choices=("geometric_median", "mean", "zeros"), default="geometric_median")
     p.add_argument("--adam-betas", type=float, nargs=2, default=(0.9, 0.999))
     p.add_argument("--grad-clip", type=float, default=None)
     p.add_argument("--encode-dtype", choices=("float32", "bfloat16"), default="float32",
@@ -203,7 +204,7 @@ def train_main(argv: list[str] | None = None) -> int:
                       n_sparsity_updates=args.n_sparsity_updates,
                       group_fractions=tuple(args.group_fractions) if args.group_fractions else None,
                       adam_betas=tuple(args.adam_betas), grad_clip=args.grad_clip,
-                      recon_weighting=args.recon_weighting,
+                      recon_weighting=args.recon_weighting, b_dec_init=args.b_dec_init,
                       hook_name=src.hook, model_name=src.model_name)
 
     def evaluate(sae):  # noqa: ANN001, ANN202
