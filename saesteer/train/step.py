@@ -100,7 +100,7 @@ class SAETrainer:
                              f" + {cfg.n_concepts} concept labels")
         self.labels = x[:, self.d_in:] if cfg.n_concepts else None
         x = x[:, :self.d_in] * self.scale
-        n = x.shape[0] * self.world  # the global batch
+        n = self.global_rows = x.shape[0] * self.world  # the global batch
         self.row_share = x.shape[0] / n  # row means: this rank's sum / global count = mean * row_share
         lr = cfg.lr_at(self.step_count, self.d_sae)
         total_var = self._centered_sq(x).clamp_min(1e-12)
@@ -146,7 +146,7 @@ class SAETrainer:
         if self.world == 1:
             c = (x - x.mean(0)).pow(2)
             return (c if w is None else c * w).sum()
-        mean = distributed.all_sum(x.sum(0)) / (x.shape[0] * self.world)
+        mean = distributed.all_sum(x.sum(0)) / self.global_rows
         c = (x - mean).pow(2)
         return distributed.all_sum((c if w is None else c * w).sum())
 
@@ -186,7 +186,7 @@ class SAETrainer:
             stats.update(p=p_used, sparsity_coefficient=alpha, sparsity=float(lp.detach()))
         active = f > 0
         fired |= active.any(0)
-        stats["l0"] = float(distributed.all_sum(active.sum())) / (x.shape[0] * self.world)
+        stats["l0"] = float(distributed.all_sum(active.sum())) / self.global_rows
         return loss, (x - x_hat).pow(2).sum() / total_var
 
     def _sparse_loss(self, x: torch.Tensor, total_var: torch.Tensor, fired: torch.Tensor,
@@ -205,7 +205,7 @@ class SAETrainer:
                 pre = torch.addmm(p["b_enc"], x_c, p["W_enc"])
         batch = arch in ("batchtopk", "matryoshka")
         if batch and self.world > 1:  # the global batch's top k * N: every rank keeps what is above its cut-off
-            sel = ops.select_at_least(pre, self._global_cutoff(pre, k * x.shape[0] * self.world))
+            sel = ops.select_at_least(pre, self._global_cutoff(pre, k * self.global_rows))
         else:
             sel = ops.batch_topk_select(pre, k) if batch else ops.topk_select(pre, k)
         vals = ops.selected_values(sel, x_c, p["W_enc"], p["b_enc"], p["b_dec"])
@@ -226,7 +226,7 @@ class SAETrainer:
             recon = (e.pow(2) * w).sum() / self._centered_sq(x, w).clamp_min(1e-12)
         active = sel.values > 0
         fired[sel.cols[active]] = True
-        stats["l0"] = float(distributed.all_sum(active.sum())) / (x.shape[0] * self.world)
+        stats["l0"] = float(distributed.all_sum(active.sum())) / self.global_rows
         # (saesteer: batches of a k-annealing phase, k > cfg.k, stay out of the inference threshold)
         smallest = float("inf")
         if batch and self.step_count >= cfg.threshold_start() and k == cfg.k:
